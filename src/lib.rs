@@ -1,0 +1,4 @@
+//! Batch Normalization (Ioffe & Szegedy, 2015): an exact, fast transform, the small
+//! training stack around it, and a lab that measures the claims made about it.
+
+pub mod bn;
