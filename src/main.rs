@@ -1,13 +1,18 @@
 //! The `batchnorm` command line: a thin shell over the library.
 
+mod cli;
+
+use std::process::ExitCode;
+
 use clap::Parser;
 
-/// BatchNorm, exact and fast, and a lab that measures what is claimed about it.
-#[derive(Parser, Debug)]
-#[command(name = "batchnorm", version, about, long_about = None)]
-struct Cli {}
-
-fn main() {
-    let _cli = Cli::parse();
-    println!("batchnorm {}: see --help", env!("CARGO_PKG_VERSION"));
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

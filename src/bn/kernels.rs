@@ -32,8 +32,8 @@ use rayon::prelude::*;
 
 use super::float::Float;
 
-/// Elements per chunk: small enough that the second pass over a chunk hits L1/L2.
-const CHUNK_ELEMS: usize = 16 * 1024;
+/// Elements per block of rows: small enough that the second pass over a block hits L2.
+const BLOCK_ELEMS: usize = 64 * 1024;
 /// Below this many elements the kernels run on the calling thread: the cost of waking
 /// the pool is larger than the work.
 const PARALLEL_MIN_ELEMS: usize = 64 * 1024;
@@ -58,21 +58,40 @@ impl Geometry {
 
     /// Total number of elements.
     pub fn len(&self) -> usize {
-        self.outer * self.channels * self.inner
+        self.outer * self.row_len()
+    }
+
+    /// Elements in one outer row (`channels * inner`).
+    fn row_len(&self) -> usize {
+        self.channels * self.inner
     }
 
     fn segmented(&self) -> bool {
         self.inner >= SEGMENT_MIN
     }
 
-    /// Segments of one channel processed by one task, in segmented order.
-    fn segments_per_chunk(&self) -> usize {
-        (CHUNK_ELEMS / self.inner).max(1)
+    /// Outer rows per block. Blocks are the unit of work of every pass; they depend on
+    /// the shape only, never on the number of threads.
+    fn rows_per_block(&self) -> usize {
+        (BLOCK_ELEMS / self.row_len()).max(1)
     }
 
-    /// Rows processed by one task, in column order.
-    fn rows_per_chunk(&self) -> usize {
-        (CHUNK_ELEMS / (self.channels * self.inner)).max(1)
+    fn block_len(&self) -> usize {
+        self.rows_per_block() * self.row_len()
+    }
+
+    fn blocks(&self) -> usize {
+        self.outer.div_ceil(self.rows_per_block())
+    }
+
+    /// Reduction columns of a block: one per channel when segmented, else one per
+    /// element of a row.
+    fn columns(&self) -> usize {
+        if self.segmented() {
+            self.channels
+        } else {
+            self.row_len()
+        }
     }
 
     fn parallel(&self) -> bool {
@@ -93,9 +112,6 @@ impl Moments {
     fn merge(self, other: Moments) -> Moments {
         if self.n == 0.0 {
             return other;
-        }
-        if other.n == 0.0 {
-            return self;
         }
         let n = self.n + other.n;
         let delta = other.mean - self.mean;
@@ -119,8 +135,7 @@ pub(crate) struct Workspace {
     columns: Vec<f64>,
 }
 
-/// Per-channel coefficients of an element-wise pass `out = (x - center) * scale + shift`
-/// (forward) or `out = (x - center) * scale + shift + k * dy` (backward).
+/// Per-channel coefficients of an element-wise pass: `(x - center) * scale + shift`.
 pub(crate) struct Coefficients<'a> {
     pub center: &'a [f64],
     pub scale: &'a [f64],
@@ -163,7 +178,7 @@ fn sum_sq_dev<T: Float>(x: &[T], mean: f64) -> f64 {
     s
 }
 
-/// Sums of `dy` and of `dy * (x - center)`.
+/// Sums of `dy` and of `dy * (x - center)` over a segment.
 #[inline(always)]
 fn sum_dy_dyxc<T: Float>(x: &[T], dy: &[T], center: f64) -> (f64, f64) {
     let mut a = [0.0f64; LANES];
@@ -188,108 +203,153 @@ fn sum_dy_dyxc<T: Float>(x: &[T], dy: &[T], center: f64) -> (f64, f64) {
     (sa, sb)
 }
 
-/// Two-pass moments of a contiguous run of values of one channel.
-#[inline(always)]
-fn segment_moments<T: Float>(x: &[T]) -> Moments {
-    let n = x.len() as f64;
-    let mean = sum(x) / n;
-    Moments {
-        n,
-        mean,
-        m2: sum_sq_dev(x, mean),
-    }
-}
-
+/// Moments of one block of rows, per reduction column: writes `count, mean[j], m2[j]`
+/// into `out` (`1 + 2 * columns` values). Segmented: two-pass per segment, merged over
+/// the block's rows; otherwise two-pass per column over the block's rows (the second
+/// pass reads the block from cache).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
-fn segmented_chunk_moments<T: Float>(x: &[T], g: Geometry, c: usize, first: usize, count: usize) -> Moments {
-    let mut m = Moments::default();
-    for o in first..first + count {
-        let start = (o * g.channels + c) * g.inner;
-        m = m.merge(segment_moments(&x[start..start + g.inner]));
-    }
-    m
-}
-
-/// Column moments of a block of rows: writes `count, mean[j], m2[j]` into `out`
-/// (`1 + 2 * width` values).
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
-fn column_chunk_moments<T: Float>(rows: &[T], width: usize, out: &mut [f64]) {
-    let nrows = rows.len() / width;
+fn block_moments<T: Float>(block: &[T], g: Geometry, out: &mut [f64]) {
+    let width = g.columns();
+    let rows = block.len() / g.row_len();
     let (count, rest) = out.split_first_mut().expect("partial buffer holds the count");
     let (mean, m2) = rest.split_at_mut(width);
-    *count = nrows as f64;
     mean.fill(0.0);
     m2.fill(0.0);
-    for row in rows.chunks_exact(width) {
-        for (m, v) in mean.iter_mut().zip(row) {
-            *m += v.to_f64();
+    if g.segmented() {
+        *count = (rows * g.inner) as f64;
+        let seg_n = g.inner as f64;
+        for (o, row) in block.chunks_exact(g.row_len()).enumerate() {
+            let seen = (o * g.inner) as f64;
+            let n = seen + seg_n;
+            for (c, seg) in row.chunks_exact(g.inner).enumerate() {
+                let mean_b = sum(seg) / seg_n;
+                let m2_b = sum_sq_dev(seg, mean_b);
+                let delta = mean_b - mean[c];
+                mean[c] += delta * (seg_n / n);
+                m2[c] += m2_b + delta * delta * (seen * seg_n / n);
+            }
         }
-    }
-    let inv = 1.0 / nrows as f64;
-    for m in mean.iter_mut() {
-        *m *= inv;
-    }
-    for row in rows.chunks_exact(width) {
-        for ((s, m), v) in m2.iter_mut().zip(mean.iter()).zip(row) {
-            let d = v.to_f64() - m;
-            *s += d * d;
+    } else {
+        *count = rows as f64;
+        for row in block.chunks_exact(width) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += v.to_f64();
+            }
+        }
+        let inv = 1.0 / rows as f64;
+        for m in mean.iter_mut() {
+            *m *= inv;
+        }
+        for row in block.chunks_exact(width) {
+            for ((s, m), v) in m2.iter_mut().zip(mean.iter()).zip(row) {
+                let d = v.to_f64() - m;
+                *s += d * d;
+            }
         }
     }
 }
 
-/// Column sums of `dy` and `dy * (x - center[j])` over a block of rows: writes
-/// `sum_dy[j], sum_dyxc[j]` into `out` (`2 * width` values).
+/// Chan's merge of one block's per-column moments into the running ones. Every column
+/// of a block has the same count, so the weights are scalars and the loop vectorizes.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
-fn column_chunk_grad_sums<T: Float>(x: &[T], dy: &[T], center: &[f64], out: &mut [f64]) {
-    let width = center.len();
+fn merge_block(n_a: f64, mean_a: &mut [f64], m2_a: &mut [f64], n_b: f64, mean_b: &[f64], m2_b: &[f64]) {
+    let n = n_a + n_b;
+    let (wb, wab) = (n_b / n, n_a * n_b / n);
+    for j in 0..mean_a.len() {
+        let delta = mean_b[j] - mean_a[j];
+        mean_a[j] += delta * wb;
+        m2_a[j] += m2_b[j] + delta * delta * wab;
+    }
+}
+
+/// Per-column sums of `dy` and `dy * (x - center)` over one block of rows: writes
+/// `sum_dy[j], sum_dyxc[j]` into `out` (`2 * columns` values). `center` is per channel
+/// when segmented, per column otherwise.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
+fn block_grad_sums<T: Float>(x: &[T], dy: &[T], g: Geometry, center: &[f64], out: &mut [f64]) {
+    let width = g.columns();
     let (sdy, sdyxc) = out.split_at_mut(width);
     sdy.fill(0.0);
     sdyxc.fill(0.0);
-    for (xr, dr) in x.chunks_exact(width).zip(dy.chunks_exact(width)) {
-        for j in 0..width {
-            let g = dr[j].to_f64();
-            sdy[j] += g;
-            sdyxc[j] += g * (xr[j].to_f64() - center[j]);
+    let rows = x.chunks_exact(g.row_len()).zip(dy.chunks_exact(g.row_len()));
+    if g.segmented() {
+        for (xr, dr) in rows {
+            for (c, (xs, ds)) in xr.chunks_exact(g.inner).zip(dr.chunks_exact(g.inner)).enumerate() {
+                let (a, b) = sum_dy_dyxc(xs, ds, center[c]);
+                sdy[c] += a;
+                sdyxc[c] += b;
+            }
+        }
+    } else {
+        let center = &center[..width];
+        for (xr, dr) in rows {
+            let cols = sdy.iter_mut().zip(sdyxc.iter_mut()).zip(center);
+            for (((a, b), m), (xv, dv)) in cols.zip(xr.iter().zip(dr)) {
+                let d = dv.to_f64();
+                *a += d;
+                *b += d * (xv.to_f64() - m);
+            }
         }
     }
 }
 
+/// `y = (x - center) * scale + shift` over one block. Coefficients are per channel when
+/// segmented, per column otherwise.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
-fn affine_run<T: Float>(x: &[T], y: &mut [T], center: f64, scale: f64, shift: f64) {
-    for (o, v) in y.iter_mut().zip(x) {
-        *o = T::from_f64((v.to_f64() - center) * scale + shift);
-    }
-}
-
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
-fn affine_rows<T: Float>(x: &[T], y: &mut [T], center: &[f64], scale: &[f64], shift: &[f64]) {
-    let width = center.len();
-    for (yr, xr) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-        for j in 0..width {
-            yr[j] = T::from_f64((xr[j].to_f64() - center[j]) * scale[j] + shift[j]);
+fn block_affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients) {
+    let (center, scale, shift) = (coef.center, coef.scale, coef.shift);
+    if g.segmented() {
+        for (i, (ys, xs)) in y
+            .chunks_exact_mut(g.inner)
+            .zip(x.chunks_exact(g.inner))
+            .enumerate()
+        {
+            let c = i % g.channels;
+            let (m, a, b) = (center[c], scale[c], shift[c]);
+            for (o, v) in ys.iter_mut().zip(xs) {
+                *o = T::from_f64((v.to_f64() - m) * a + b);
+            }
+        }
+    } else {
+        let width = g.row_len();
+        let (center, scale, shift) = (&center[..width], &scale[..width], &shift[..width]);
+        for (yr, xr) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+            let cols = center.iter().zip(scale).zip(shift);
+            for ((o, v), ((m, a), b)) in yr.iter_mut().zip(xr).zip(cols) {
+                *o = T::from_f64((v.to_f64() - m) * a + b);
+            }
         }
     }
 }
 
+/// `dx = k * dy + (x - center) * p + q` over one block (`coef` holds center, p, q).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
-#[allow(clippy::too_many_arguments)]
-fn grad_run<T: Float>(x: &[T], dy: &[T], dx: &mut [T], k: f64, center: f64, p: f64, q: f64) {
-    for ((o, v), g) in dx.iter_mut().zip(x).zip(dy) {
-        *o = T::from_f64(k * g.to_f64() + ((v.to_f64() - center) * p + q));
-    }
-}
-
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
-#[allow(clippy::too_many_arguments)]
-fn grad_rows<T: Float>(x: &[T], dy: &[T], dx: &mut [T], k: &[f64], center: &[f64], p: &[f64], q: &[f64]) {
-    let width = center.len();
-    let rows = dx
-        .chunks_exact_mut(width)
-        .zip(x.chunks_exact(width))
-        .zip(dy.chunks_exact(width));
-    for ((dr, xr), gr) in rows {
-        for j in 0..width {
-            dr[j] = T::from_f64(k[j] * gr[j].to_f64() + ((xr[j].to_f64() - center[j]) * p[j] + q[j]));
+fn block_grad_input<T: Float>(x: &[T], dy: &[T], dx: &mut [T], g: Geometry, k: &[f64], coef: &Coefficients) {
+    let (center, p, q) = (coef.center, coef.scale, coef.shift);
+    if g.segmented() {
+        let segs = dx
+            .chunks_exact_mut(g.inner)
+            .zip(x.chunks_exact(g.inner))
+            .zip(dy.chunks_exact(g.inner));
+        for (i, ((ds, xs), gs)) in segs.enumerate() {
+            let c = i % g.channels;
+            let (kc, m, pc, qc) = (k[c], center[c], p[c], q[c]);
+            for ((o, v), d) in ds.iter_mut().zip(xs).zip(gs) {
+                *o = T::from_f64(kc * d.to_f64() + ((v.to_f64() - m) * pc + qc));
+            }
+        }
+    } else {
+        let width = g.row_len();
+        let rows = dx
+            .chunks_exact_mut(width)
+            .zip(x.chunks_exact(width))
+            .zip(dy.chunks_exact(width));
+        let (k, center, p, q) = (&k[..width], &center[..width], &p[..width], &q[..width]);
+        for ((dr, xr), gr) in rows {
+            let cols = k.iter().zip(center).zip(p).zip(q);
+            for (((o, v), d), (((kc, m), pc), qc)) in dr.iter_mut().zip(xr).zip(gr).zip(cols) {
+                *o = T::from_f64(kc * d.to_f64() + ((v.to_f64() - m) * pc + qc));
+            }
         }
     }
 }
@@ -303,97 +363,67 @@ fn for_each_chunk<T: Send>(parallel: bool, out: &mut [T], size: usize, f: impl F
     }
 }
 
-/// Expands per-channel values to per-column values (`inner` columns per channel),
-/// writing `channels * inner` values per input slice into `columns`.
-fn expand_columns(g: Geometry, per_channel: &[&[f64]], columns: &mut Vec<f64>) {
-    let width = g.channels * g.inner;
+/// The per-column form of per-channel vectors for the column traversal (each value
+/// repeated `inner` times), written one after another into `columns`; segmented
+/// traversals use the per-channel vectors as they are.
+fn column_form<'a>(g: Geometry, per_channel: &[&'a [f64]], columns: &'a mut Vec<f64>) -> Vec<&'a [f64]> {
+    if g.segmented() {
+        return per_channel.to_vec();
+    }
     columns.clear();
     for values in per_channel {
         for &v in values.iter() {
             columns.extend(std::iter::repeat_n(v, g.inner));
         }
     }
-    debug_assert_eq!(columns.len(), width * per_channel.len());
+    columns.chunks_exact(g.row_len()).collect()
 }
 
 /// Per-channel moments of `x`, written into `out` (one per channel).
 pub(crate) fn moments<T: Float>(x: &[T], g: Geometry, ws: &mut Workspace, out: &mut Vec<Moments>) {
-    out.clear();
-    let par = g.parallel();
-    if g.segmented() {
-        let per = g.segments_per_chunk();
-        let chunks = g.outer.div_ceil(per);
-        // One partial per (channel, chunk): [n, mean, m2].
-        ws.partial.resize(g.channels * chunks * 3, 0.0);
-        for_each_chunk(par, &mut ws.partial, 3, |i, slot| {
-            let (c, k) = (i / chunks, i % chunks);
-            let first = k * per;
-            let m = segmented_chunk_moments(x, g, c, first, per.min(g.outer - first));
-            slot.copy_from_slice(&[m.n, m.mean, m.m2]);
-        });
-        for c in 0..g.channels {
-            let parts = &ws.partial[c * chunks * 3..(c + 1) * chunks * 3];
-            let m = parts.chunks_exact(3).fold(Moments::default(), |acc, p| {
-                acc.merge(Moments {
-                    n: p[0],
-                    mean: p[1],
-                    m2: p[2],
-                })
-            });
-            out.push(m);
-        }
-    } else {
-        let width = g.channels * g.inner;
-        let rows = g.rows_per_chunk();
-        let stride = 1 + 2 * width;
-        ws.partial.resize(g.outer.div_ceil(rows) * stride, 0.0);
-        for_each_chunk(par, &mut ws.partial, stride, |i, slot| {
-            let start = i * rows * width;
-            let end = ((i + 1) * rows).min(g.outer) * width;
-            column_chunk_moments(&x[start..end], width, slot);
-        });
-        for c in 0..g.channels {
-            let mut m = Moments::default();
-            for part in ws.partial.chunks_exact(stride) {
-                for j in c * g.inner..(c + 1) * g.inner {
-                    m = m.merge(Moments {
-                        n: part[0],
-                        mean: part[1 + j],
-                        m2: part[1 + width + j],
-                    });
-                }
-            }
-            out.push(m);
-        }
+    let width = g.columns();
+    let stride = 1 + 2 * width;
+    let block_len = g.block_len();
+    ws.partial.resize(g.blocks() * stride, 0.0);
+    for_each_chunk(g.parallel(), &mut ws.partial, stride, |i, slot| {
+        let start = i * block_len;
+        let end = (start + block_len).min(x.len());
+        block_moments(&x[start..end], g, slot);
+    });
+    // Merge the blocks in order, into the first one.
+    let (first, rest) = ws.partial.split_at_mut(stride);
+    let (n_acc, acc) = first.split_first_mut().expect("at least one block");
+    let (mean_acc, m2_acc) = acc.split_at_mut(width);
+    for part in rest.chunks_exact(stride) {
+        let (mean_b, m2_b) = part[1..].split_at(width);
+        merge_block(*n_acc, mean_acc, m2_acc, part[0], mean_b, m2_b);
+        *n_acc += part[0];
     }
+    let column = |j: usize| Moments {
+        n: *n_acc,
+        mean: mean_acc[j],
+        m2: m2_acc[j],
+    };
+    out.clear();
+    let per = width / g.channels;
+    out.extend(
+        (0..g.channels).map(|c| (c * per..(c + 1) * per).fold(Moments::default(), |m, j| m.merge(column(j)))),
+    );
 }
 
 /// `y = (x - center[c]) * scale[c] + shift[c]`, element-wise.
 pub(crate) fn affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients, ws: &mut Workspace) {
-    let par = g.parallel();
-    if g.segmented() {
-        for_each_chunk(par, y, g.inner, |i, out| {
-            let c = i % g.channels;
-            let start = i * g.inner;
-            affine_run(
-                &x[start..start + g.inner],
-                out,
-                coef.center[c],
-                coef.scale[c],
-                coef.shift[c],
-            );
-        });
-    } else {
-        let width = g.channels * g.inner;
-        expand_columns(g, &[coef.center, coef.scale, coef.shift], &mut ws.columns);
-        let (center, rest) = ws.columns.split_at(width);
-        let (scale, shift) = rest.split_at(width);
-        let rows = g.rows_per_chunk();
-        for_each_chunk(par, y, rows * width, |i, out| {
-            let start = i * rows * width;
-            affine_rows(&x[start..start + out.len()], out, center, scale, shift);
-        });
-    }
+    let cols = column_form(g, &[coef.center, coef.scale, coef.shift], &mut ws.columns);
+    let coef = Coefficients {
+        center: cols[0],
+        scale: cols[1],
+        shift: cols[2],
+    };
+    let block_len = g.block_len();
+    for_each_chunk(g.parallel(), y, block_len, |i, out| {
+        let start = i * block_len;
+        block_affine(&x[start..start + out.len()], out, g, &coef);
+    });
 }
 
 /// Per-channel `sum(dy)` and `sum(dy * (x - center[c]))`, written into `sdy` and `sdyxc`.
@@ -406,59 +436,31 @@ pub(crate) fn grad_sums<T: Float>(
     sdy: &mut [f64],
     sdyxc: &mut [f64],
 ) {
-    let par = g.parallel();
-    if g.segmented() {
-        let per = g.segments_per_chunk();
-        let chunks = g.outer.div_ceil(per);
-        ws.partial.resize(g.channels * chunks * 2, 0.0);
-        for_each_chunk(par, &mut ws.partial, 2, |i, slot| {
-            let (c, k) = (i / chunks, i % chunks);
-            let (mut a, mut b) = (0.0, 0.0);
-            for o in k * per..((k + 1) * per).min(g.outer) {
-                let s = (o * g.channels + c) * g.inner;
-                let (da, db) = segment_grad_sums(&x[s..s + g.inner], &dy[s..s + g.inner], center[c]);
-                a += da;
-                b += db;
-            }
-            slot.copy_from_slice(&[a, b]);
-        });
-        for c in 0..g.channels {
-            let parts = &ws.partial[c * chunks * 2..(c + 1) * chunks * 2];
-            sdy[c] = parts.chunks_exact(2).map(|p| p[0]).sum();
-            sdyxc[c] = parts.chunks_exact(2).map(|p| p[1]).sum();
+    let width = g.columns();
+    let block_len = g.block_len();
+    let centers = column_form(g, &[center], &mut ws.columns)[0];
+    ws.partial.resize(g.blocks() * 2 * width, 0.0);
+    for_each_chunk(g.parallel(), &mut ws.partial, 2 * width, |i, slot| {
+        let start = i * block_len;
+        let end = (start + block_len).min(x.len());
+        block_grad_sums(&x[start..end], &dy[start..end], g, centers, slot);
+    });
+    let (first, rest) = ws.partial.split_at_mut(2 * width);
+    for part in rest.chunks_exact(2 * width) {
+        for (a, b) in first.iter_mut().zip(part) {
+            *a += b;
         }
-    } else {
-        let width = g.channels * g.inner;
-        let rows = g.rows_per_chunk();
-        expand_columns(g, &[center], &mut ws.columns);
-        let centers = &ws.columns;
-        ws.partial.resize(g.outer.div_ceil(rows) * 2 * width, 0.0);
-        for_each_chunk(par, &mut ws.partial, 2 * width, |i, slot| {
-            let start = i * rows * width;
-            let end = ((i + 1) * rows).min(g.outer) * width;
-            column_chunk_grad_sums(&x[start..end], &dy[start..end], centers, slot);
-        });
-        for c in 0..g.channels {
-            let (mut a, mut b) = (0.0, 0.0);
-            for part in ws.partial.chunks_exact(2 * width) {
-                for j in c * g.inner..(c + 1) * g.inner {
-                    a += part[j];
-                    b += part[width + j];
-                }
-            }
-            sdy[c] = a;
-            sdyxc[c] = b;
-        }
+    }
+    let (col_dy, col_dyxc) = first.split_at(width);
+    let per = width / g.channels;
+    for c in 0..g.channels {
+        sdy[c] = col_dy[c * per..(c + 1) * per].iter().sum();
+        sdyxc[c] = col_dyxc[c * per..(c + 1) * per].iter().sum();
     }
 }
 
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
-fn segment_grad_sums<T: Float>(x: &[T], dy: &[T], center: f64) -> (f64, f64) {
-    sum_dy_dyxc(x, dy, center)
-}
-
-/// `dx = k[c] * dy + (x - center[c]) * p[c] + q[c]`, element-wise.
-#[allow(clippy::too_many_arguments)]
+/// `dx = k[c] * dy + (x - center[c]) * p[c] + q[c]`, element-wise (`coef` holds
+/// `center`, `p` as scale and `q` as shift).
 pub(crate) fn grad_input<T: Float>(
     x: &[T],
     dy: &[T],
@@ -468,32 +470,16 @@ pub(crate) fn grad_input<T: Float>(
     coef: &Coefficients,
     ws: &mut Workspace,
 ) {
-    let par = g.parallel();
-    if g.segmented() {
-        for_each_chunk(par, dx, g.inner, |i, out| {
-            let c = i % g.channels;
-            let s = i * g.inner;
-            grad_run(
-                &x[s..s + g.inner],
-                &dy[s..s + g.inner],
-                out,
-                k[c],
-                coef.center[c],
-                coef.scale[c],
-                coef.shift[c],
-            );
-        });
-    } else {
-        let width = g.channels * g.inner;
-        expand_columns(g, &[k, coef.center, coef.scale, coef.shift], &mut ws.columns);
-        let (kc, rest) = ws.columns.split_at(width);
-        let (cc, rest) = rest.split_at(width);
-        let (pc, qc) = rest.split_at(width);
-        let rows = g.rows_per_chunk();
-        for_each_chunk(par, dx, rows * width, |i, out| {
-            let s = i * rows * width;
-            let e = s + out.len();
-            grad_rows(&x[s..e], &dy[s..e], out, kc, cc, pc, qc);
-        });
-    }
+    let cols = column_form(g, &[k, coef.center, coef.scale, coef.shift], &mut ws.columns);
+    let coef = Coefficients {
+        center: cols[1],
+        scale: cols[2],
+        shift: cols[3],
+    };
+    let block_len = g.block_len();
+    for_each_chunk(g.parallel(), dx, block_len, |i, out| {
+        let s = i * block_len;
+        let e = s + out.len();
+        block_grad_input(&x[s..e], &dy[s..e], out, g, cols[0], &coef);
+    });
 }

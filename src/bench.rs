@@ -1,0 +1,283 @@
+//! The `bench` command: times the BatchNorm kernels against a plain copy of the same
+//! number of bytes, on the same threads, in the same run.
+//!
+//! BatchNorm moves bytes and does little arithmetic, so the yardstick is `t_copy`, the
+//! time to copy a buffer of the tensor's size: a train or eval forward must at least read
+//! `x` and write `y` (one copy's worth of traffic), and forward + backward must also read
+//! `x` and `dy` and write `dx`.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::bn::{BatchNorm, BatchNormConfig, BnError, Float, Layout};
+
+/// The shapes of the project's benchmark table (`N, C, spatial..`).
+pub const DEFAULT_SHAPES: [&[usize]; 6] = [
+    &[60, 100],
+    &[256, 4096],
+    &[4096, 1024],
+    &[32, 64, 56, 56],
+    &[128, 256, 14, 14],
+    &[256, 32, 28, 28],
+];
+
+/// Inputs are rotated among enough copies to exceed this many bytes, so that a tensor
+/// that fits in cache is not timed hot from the previous repetition.
+const ROTATE_BYTES: usize = 96 << 20;
+
+/// What went wrong in a benchmark.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    /// A shape could not be run.
+    #[error("shape {shape}: {source}")]
+    Shape {
+        /// The shape, as `NxCxHxW`.
+        shape: String,
+        /// The BatchNorm error.
+        source: BnError,
+    },
+    /// A shape string could not be parsed.
+    #[error("bad shape {0:?}: expected dimensions like 32x64x56x56 (N, C, spatial..), at least 2, all > 0")]
+    BadShape(String),
+    /// The thread pool could not be built.
+    #[error("cannot start {threads} threads: {message}")]
+    Threads {
+        /// Threads asked for.
+        threads: usize,
+        /// The pool's error.
+        message: String,
+    },
+}
+
+/// The operation timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Training forward: batch statistics, running statistics updated.
+    TrainForward,
+    /// Evaluation forward: running statistics.
+    EvalForward,
+    /// Training forward followed by the backward pass.
+    ForwardBackward,
+}
+
+impl Op {
+    /// All operations, in table order.
+    pub const ALL: [Op; 3] = [Op::TrainForward, Op::EvalForward, Op::ForwardBackward];
+
+    /// The name used in the table and the JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::TrainForward => "train_forward",
+            Op::EvalForward => "eval_forward",
+            Op::ForwardBackward => "forward_backward",
+        }
+    }
+
+    /// Tensor-sized buffers the op must read or write at the least.
+    fn min_buffers(self) -> usize {
+        match self {
+            Op::TrainForward | Op::EvalForward => 2,
+            Op::ForwardBackward => 5,
+        }
+    }
+}
+
+/// One row of the benchmark table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// The shape in N, C, spatial order, as `32x64x56x56`, for both layouts.
+    pub shape: String,
+    /// `channels_first` or `channels_last`.
+    pub layout: &'static str,
+    /// `f32` or `f64`.
+    pub dtype: &'static str,
+    /// `train_forward`, `eval_forward` or `forward_backward`.
+    pub op: &'static str,
+    /// Median time of the op.
+    pub median_ms: f64,
+    /// Median time to copy a buffer of the tensor's size.
+    pub copy_ms: f64,
+    /// `median_ms / copy_ms`.
+    pub ratio_to_copy: f64,
+    /// Least bytes the op must move, divided by its median time.
+    pub gb_per_s: f64,
+    /// Threads used.
+    pub threads: usize,
+    /// Repetitions timed.
+    pub reps: usize,
+}
+
+/// Parses `32x64x56x56` into `[32, 64, 56, 56]`.
+///
+/// # Errors
+/// [`BenchError::BadShape`] for fewer than two dimensions, a zero, or a non-number.
+pub fn parse_shape(s: &str) -> Result<Vec<usize>, BenchError> {
+    let dims: Option<Vec<usize>> = s.split(['x', 'X', ',']).map(|d| d.trim().parse().ok()).collect();
+    match dims {
+        Some(d) if d.len() >= 2 && d.iter().all(|&v| v > 0) => Ok(d),
+        _ => Err(BenchError::BadShape(s.to_string())),
+    }
+}
+
+/// Formats `[32, 64, 56, 56]` as `32x64x56x56`.
+pub fn shape_name(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("x")
+}
+
+/// Median of repeated timings of `f`, after a warm-up: at least `min_reps`, and more
+/// until `budget` is spent (at most 2000).
+fn time_median(budget: Duration, min_reps: usize, mut f: impl FnMut(usize)) -> (f64, usize) {
+    for i in 0..3 {
+        f(i);
+    }
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < min_reps || (start.elapsed() < budget && times.len() < 2000) {
+        let t = Instant::now();
+        f(times.len());
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2] * 1e3, times.len())
+}
+
+/// Benchmarks one shape, layout and type: returns one row per op.
+///
+/// `shape` is in N, C, spatial order whatever the layout.
+///
+/// # Errors
+/// [`BenchError::Shape`] when the BatchNorm refuses the shape.
+pub fn bench_shape<T: Float>(
+    shape: &[usize],
+    layout: Layout,
+    budget: Duration,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<Row>, BenchError> {
+    let name = shape_name(shape);
+    let wrap = |source| BenchError::Shape {
+        shape: name.clone(),
+        source,
+    };
+    let c = shape[1];
+    let len: usize = shape.iter().product();
+    let mem_shape: Vec<usize> = match layout {
+        Layout::ChannelsFirst => shape.to_vec(),
+        Layout::ChannelsLast => {
+            let mut s = vec![shape[0]];
+            s.extend_from_slice(&shape[2..]);
+            s.push(c);
+            s
+        }
+    };
+    let bytes = len * std::mem::size_of::<T>();
+    let copies = (ROTATE_BYTES / bytes.max(1)).clamp(1, 64);
+    let inputs: Vec<Vec<T>> = (0..copies)
+        .map(|k| {
+            (0..len)
+                .map(|i| T::from_f64(((i * 7919 + k * 104_729) % 1000) as f64 * 1e-3 - 0.5))
+                .collect()
+        })
+        .collect();
+    let dy: Vec<T> = (0..len)
+        .map(|i| T::from_f64(((i * 31) % 997) as f64 * 1e-3 - 0.5))
+        .collect();
+    let mut out: Vec<Vec<T>> = (0..copies).map(|_| vec![T::default(); len]).collect();
+    let mut dx = vec![T::default(); len];
+    let threads = rayon::current_num_threads();
+
+    progress("copy");
+    let (copy_ms, _) = time_median(budget, 10, |i| {
+        let k = i % copies;
+        parallel_copy(&inputs[k], &mut out[k]);
+    });
+
+    let mut bn = BatchNorm::<T>::new(BatchNormConfig::new(c)).map_err(wrap)?;
+    let mut rows = Vec::new();
+    for op in Op::ALL {
+        progress(op.name());
+        bn.set_training(op != Op::EvalForward);
+        let mut failure = None;
+        let (median_ms, reps) = time_median(budget, 10, |i| {
+            let k = i % copies;
+            let r = bn
+                .forward(&inputs[k], &mem_shape, layout, &mut out[k])
+                .and_then(|_| {
+                    if op == Op::ForwardBackward {
+                        bn.backward(&inputs[k], &dy, &mut dx)
+                    } else {
+                        Ok(())
+                    }
+                });
+            if let Err(e) = r {
+                failure = Some(e);
+            }
+        });
+        if let Some(e) = failure {
+            return Err(wrap(e));
+        }
+        rows.push(Row {
+            shape: name.clone(),
+            layout: layout.name(),
+            dtype: T::DTYPE,
+            op: op.name(),
+            median_ms,
+            copy_ms,
+            ratio_to_copy: median_ms / copy_ms,
+            gb_per_s: (op.min_buffers() * bytes) as f64 / (median_ms * 1e-3) / 1e9,
+            threads,
+            reps,
+        });
+    }
+    Ok(rows)
+}
+
+/// Copies `src` into `dst` on the current pool's threads, one contiguous block each.
+fn parallel_copy<T: Float>(src: &[T], dst: &mut [T]) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    if threads == 1 || src.len() < 1 << 14 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let block = src.len().div_ceil(threads);
+    dst.par_chunks_mut(block)
+        .zip(src.par_chunks(block))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
+/// Runs `f` on a pool of `threads` threads (0: rayon's default, one per core).
+///
+/// # Errors
+/// [`BenchError::Threads`] when the pool cannot be built.
+pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> Result<R, BenchError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| BenchError::Threads {
+            threads,
+            message: e.to_string(),
+        })?;
+    Ok(pool.install(f))
+}
+
+/// Formats rows as the table the command prints.
+pub fn table(rows: &[Row]) -> String {
+    let mut s = format!(
+        "{:<15} {:<14} {:<5} {:<16} {:>10} {:>8} {:>10} {:>8}\n",
+        "shape", "layout", "dtype", "op", "median ms", "GB/s", "t_copy ms", "x copy"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<15} {:<14} {:<5} {:<16} {:>10.4} {:>8.1} {:>10.4} {:>8.2}\n",
+            r.shape, r.layout, r.dtype, r.op, r.median_ms, r.gb_per_s, r.copy_ms, r.ratio_to_copy
+        ));
+    }
+    s
+}

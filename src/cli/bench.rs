@@ -1,0 +1,108 @@
+//! `batchnorm bench`: times the kernels against a copy of the same bytes.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use batchnorm::bench::{self, DEFAULT_SHAPES};
+use batchnorm::bn::Layout;
+use clap::{Args, ValueEnum};
+
+use super::CliError;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LayoutArg {
+    ChannelsFirst,
+    ChannelsLast,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DtypeArg {
+    F32,
+    F64,
+}
+
+/// Flags of `batchnorm bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Shapes in N, C, spatial order, e.g. `--shape 32x64x56x56` (repeatable; default:
+    /// the six shapes of the project's table).
+    #[arg(long = "shape")]
+    shapes: Vec<String>,
+    /// Memory layout (shapes are given as N, C, spatial either way).
+    #[arg(long, value_enum, default_value = "both")]
+    layout: LayoutArg,
+    /// Element type.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DtypeArg,
+    /// Threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Time spent on each op, in milliseconds (after warm-up; at least 10 repetitions).
+    #[arg(long, default_value_t = 400)]
+    budget_ms: u64,
+    /// Also write one JSON object per row to this file (`-` for standard output).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs the benchmark and prints the table.
+pub fn run(args: BenchArgs) -> Result<(), CliError> {
+    let shapes: Vec<Vec<usize>> = if args.shapes.is_empty() {
+        DEFAULT_SHAPES.iter().map(|s| s.to_vec()).collect()
+    } else {
+        args.shapes
+            .iter()
+            .map(|s| bench::parse_shape(s))
+            .collect::<Result<_, _>>()?
+    };
+    let layouts: &[Layout] = match args.layout {
+        LayoutArg::ChannelsFirst => &[Layout::ChannelsFirst],
+        LayoutArg::ChannelsLast => &[Layout::ChannelsLast],
+        LayoutArg::Both => &[Layout::ChannelsFirst, Layout::ChannelsLast],
+    };
+    let budget = Duration::from_millis(args.budget_ms);
+    let rows = bench::with_threads(args.threads, || -> Result<Vec<bench::Row>, CliError> {
+        let mut rows = Vec::new();
+        for shape in &shapes {
+            for &layout in layouts {
+                // [N, C] is the same tensor in both layouts.
+                if shape.len() == 2 && layout == Layout::ChannelsLast && layouts.len() == 2 {
+                    continue;
+                }
+                let name = bench::shape_name(shape);
+                let progress = |op: &str| eprint!("\r{name:<16} {:<15} {op:<18}", layout.name());
+                let r = match args.dtype {
+                    DtypeArg::F32 => bench::bench_shape::<f32>(shape, layout, budget, progress)?,
+                    DtypeArg::F64 => bench::bench_shape::<f64>(shape, layout, budget, progress)?,
+                };
+                rows.extend(r);
+            }
+        }
+        eprint!("\r{:60}\r", "");
+        Ok(rows)
+    })??;
+    print!("{}", bench::table(&rows));
+    if let Some(path) = args.json {
+        let mut text = String::new();
+        for r in &rows {
+            text.push_str(&serde_json::to_string(r).expect("rows serialize"));
+            text.push('\n');
+        }
+        if path.as_os_str() == "-" {
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|e| CliError::Io {
+                    path: "-".into(),
+                    source: e,
+                })?;
+        } else {
+            std::fs::write(&path, text).map_err(|e| CliError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! The network against finite differences, and its numerics and errors.
+
+mod common;
+
+use batchnorm::nn::loss::correct;
+use batchnorm::nn::{
+    ActivationKind, BiasMode, BnPlacement, Init, Layer, LossKind, Network, NetworkSpec, NnError, ParamKind,
+    Sgd, SgdConfig,
+};
+use common::TestRng;
+
+fn spec(activation: ActivationKind, bn: BnPlacement, bias: BiasMode) -> NetworkSpec {
+    NetworkSpec {
+        inputs: 5,
+        hidden: vec![6, 4],
+        classes: 3,
+        activation,
+        bn,
+        bias,
+        init: Init::Glorot,
+        init_scale: 1.0,
+        ..NetworkSpec::default()
+    }
+}
+
+/// Gives every BN layer a non-trivial gamma and beta, so their gradients are exercised
+/// away from the identity.
+fn perturb_bn(net: &mut Network<f64>, rng: &mut TestRng) {
+    for layer in net.layers_mut() {
+        if let Layer::BatchNorm(bn) = layer {
+            let c = bn.num_features();
+            let gamma: Vec<f64> = (0..c).map(|_| 0.5 + rng.uniform()).collect();
+            let beta: Vec<f64> = rng.normals(c).iter().map(|v| 0.3 * v).collect();
+            bn.inner_mut().set_affine(&gamma, &beta).unwrap();
+        }
+    }
+}
+
+fn loss_at(net: &mut Network<f64>, x: &[f64], labels: &[u8], loss: LossKind) -> f64 {
+    let logits = net.forward(x, labels.len()).unwrap().to_vec();
+    loss.forward(&logits, labels, 3).unwrap()
+}
+
+/// Nudges element `j` of parameter number `p` (in `for_each_param` order) by `delta`.
+fn nudge(net: &mut Network<f64>, p: usize, j: usize, delta: f64) {
+    let mut k = 0;
+    net.for_each_param_mut(|_, w, _| {
+        if k == p {
+            w[j] += delta;
+        }
+        k += 1;
+    });
+}
+
+/// Largest relative error between the analytic gradient and a fourth-order central
+/// difference, over every parameter element: `|a - n| / max(|a|, |n|, 1e-4)`. The floor
+/// keeps gradients that are zero in exact arithmetic (a bias right before BN) from
+/// turning rounding noise of ~1e-12 into a large ratio.
+fn max_relative_error(spec: &NetworkSpec, loss: LossKind, seed: u64) -> (f64, String) {
+    let batch = 8;
+    let mut rng = TestRng::new(seed);
+    let mut net = Network::<f64>::new(spec, batch, seed).unwrap();
+    perturb_bn(&mut net, &mut rng);
+    let x = rng.normals(batch * spec.inputs);
+    let labels: Vec<u8> = (0..batch).map(|_| rng.range(0, 2) as u8).collect();
+    net.forward_backward(&x, &labels, loss).unwrap();
+    let mut analytic = Vec::new();
+    net.for_each_param(|info, _, g| analytic.push((info, g.to_vec())));
+
+    let h = 1e-4;
+    let mut worst = (0.0, String::new());
+    for (p, (info, grad)) in analytic.iter().enumerate() {
+        for (j, &a) in grad.iter().enumerate() {
+            let mut at = |d: f64| {
+                nudge(&mut net, p, j, d);
+                let l = loss_at(&mut net, &x, &labels, loss);
+                nudge(&mut net, p, j, -d);
+                l
+            };
+            let (p2, p1, m1, m2) = (at(2.0 * h), at(h), at(-h), at(-2.0 * h));
+            let numeric = (-p2 + 8.0 * p1 - 8.0 * m1 + m2) / (12.0 * h);
+            let err = (a - numeric).abs() / a.abs().max(numeric.abs()).max(1e-4);
+            if err > worst.0 {
+                worst = (
+                    err,
+                    format!("{}[{j}]: analytic {a:e}, numeric {numeric:e}", info.name()),
+                );
+            }
+        }
+    }
+    (worst.0, worst.1)
+}
+
+#[test]
+fn whole_network_gradients_match_finite_differences() {
+    let mut seed = 1;
+    for bn in [BnPlacement::None, BnPlacement::Before, BnPlacement::After] {
+        for activation in [
+            ActivationKind::Sigmoid,
+            ActivationKind::Relu,
+            ActivationKind::Tanh,
+            ActivationKind::Identity,
+        ] {
+            for loss in [LossKind::CrossEntropy, LossKind::Mse] {
+                seed += 1;
+                let spec = spec(activation, bn, BiasMode::All);
+                let (err, at) = max_relative_error(&spec, loss, seed);
+                assert!(
+                    err < 1e-6,
+                    "bn {bn}, {activation}, {loss}: relative error {err:e} at {at}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_parameter_kind_is_checked() {
+    let net = Network::<f64>::new(
+        &spec(ActivationKind::Sigmoid, BnPlacement::Before, BiasMode::All),
+        4,
+        0,
+    )
+    .unwrap();
+    let mut kinds = Vec::new();
+    net.for_each_param(|info, _, _| kinds.push(info.kind));
+    for kind in [
+        ParamKind::LinearWeight,
+        ParamKind::LinearBias,
+        ParamKind::BnWeight,
+        ParamKind::BnBias,
+    ] {
+        assert!(kinds.contains(&kind), "{kind:?} missing from {kinds:?}");
+    }
+}
+
+#[test]
+fn a_bias_before_batchnorm_gets_zero_gradient() {
+    let spec = spec(ActivationKind::Sigmoid, BnPlacement::Before, BiasMode::All);
+    let mut net = Network::<f64>::new(&spec, 8, 3).unwrap();
+    let mut rng = TestRng::new(3);
+    let x = rng.normals(8 * 5);
+    net.forward_backward(&x, &[0, 1, 2, 0, 1, 2, 0, 1], LossKind::CrossEntropy)
+        .unwrap();
+    let mut checked = 0;
+    net.for_each_param(|info, _, g| {
+        if info.kind == ParamKind::LinearBias && info.layer == 0 {
+            assert!(g.iter().all(|v| v.abs() < 1e-15), "{g:?}");
+            checked += 1;
+        }
+    });
+    assert_eq!(checked, 1);
+}
+
+#[test]
+fn layer_names_follow_nn_sequential() {
+    let net = Network::<f32>::new(
+        &NetworkSpec {
+            bn: BnPlacement::Before,
+            ..NetworkSpec::default()
+        },
+        60,
+        1,
+    )
+    .unwrap();
+    let names: Vec<&str> = net.layers().iter().map(|l| l.torch_name()).collect();
+    assert_eq!(
+        names,
+        [
+            "Linear",
+            "BatchNorm1d",
+            "Sigmoid",
+            "Linear",
+            "BatchNorm1d",
+            "Sigmoid",
+            "Linear",
+            "BatchNorm1d",
+            "Sigmoid",
+            "Linear"
+        ]
+    );
+    let mut params = Vec::new();
+    net.for_each_param(|info, _, _| params.push((info.name(), info.shape())));
+    assert_eq!(params[0], ("0.weight".to_string(), vec![100, 784]));
+    assert_eq!(params[1], ("1.weight".to_string(), vec![100]));
+    assert_eq!(params.last().unwrap(), &("9.bias".to_string(), vec![10]));
+    assert_eq!(net.width(0), 784);
+    assert_eq!(net.width(10), 10);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_weights_and_steps() {
+    let spec = NetworkSpec {
+        inputs: 20,
+        hidden: vec![16, 16],
+        bn: BnPlacement::After,
+        ..NetworkSpec::default()
+    };
+    let run = |seed| {
+        let mut net = Network::<f32>::new(&spec, 10, seed).unwrap();
+        let mut sgd = Sgd::new(
+            SgdConfig {
+                momentum: 0.9,
+                weight_decay: 1e-3,
+                ..SgdConfig::default()
+            },
+            &net,
+        )
+        .unwrap();
+        let mut rng = TestRng::new(5);
+        for _ in 0..5 {
+            let x: Vec<f32> = rng.normals(10 * 20).iter().map(|&v| v as f32).collect();
+            let labels: Vec<u8> = (0..10).map(|_| rng.range(0, 9) as u8).collect();
+            net.forward_backward(&x, &labels, LossKind::CrossEntropy).unwrap();
+            sgd.step(&mut net);
+        }
+        let mut bits = Vec::new();
+        net.for_each_param(|_, w, _| bits.extend(w.iter().map(|v| v.to_bits())));
+        bits
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7), run(8));
+}
+
+#[test]
+fn cross_entropy_is_stable_for_huge_logits() {
+    let logits = [1.0e4f32, 0.0, -1.0e4, 3.0e38, -3.0e38, 0.0];
+    let loss = LossKind::CrossEntropy;
+    assert_eq!(loss.forward(&logits[..3], &[0], 3).unwrap(), 0.0);
+    assert_eq!(loss.forward(&logits[..3], &[1], 3).unwrap(), 1.0e4);
+    let l = loss.forward(&logits[3..], &[1], 3).unwrap();
+    assert!((l - 6.0e38).abs() / 6.0e38 < 1e-6, "{l}");
+    let mut d = [0.0f32; 3];
+    loss.backward(&logits[..3], &[1], 3, &mut d).unwrap();
+    assert_eq!(d, [1.0, -1.0, 0.0]);
+    // The ordinary case against a value computed by hand: log(1 + e + e^2) - 1.
+    let l = loss.forward(&[0.0f64, 1.0, 2.0], &[1], 3).unwrap();
+    let want = (1.0 + 1f64.exp() + 2f64.exp()).ln() - 1.0;
+    assert!((l - want).abs() < 1e-15, "{l} vs {want}");
+    assert!(loss.forward(&[0.0f64; 3], &[3], 3).is_err());
+    // Row 1 misses its one-hot target by 1 in one of 2 x 2 entries.
+    assert_eq!(
+        LossKind::Mse
+            .forward(&[1.0f64, 0.0, 0.0, 0.0], &[0, 1], 2)
+            .unwrap(),
+        0.25
+    );
+}
+
+#[test]
+fn accuracy_counts_argmax_and_rejects_nan() {
+    let logits = [0.1f32, 0.9, 2.0, -1.0, f32::NAN, 0.0];
+    assert_eq!(correct(&logits, &[1, 0, 1], 2), 2);
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let spec = spec(ActivationKind::Relu, BnPlacement::Before, BiasMode::Auto);
+    let mut net = Network::<f32>::new(&spec, 4, 0).unwrap();
+    assert!(matches!(
+        net.forward(&[0.0; 25], 5),
+        Err(NnError::BatchTooLarge {
+            batch: 5,
+            capacity: 4
+        })
+    ));
+    assert!(matches!(
+        net.forward(&[0.0; 7], 2),
+        Err(NnError::InputLength { .. })
+    ));
+    // BN cannot normalize a training batch of one example.
+    let err = net.forward(&[0.0; 5], 1).unwrap_err();
+    assert!(matches!(err, NnError::BatchNorm { layer: 1, .. }), "{err}");
+    // NaN activations in training are refused by BN, not propagated silently.
+    assert!(matches!(
+        net.forward(&[f32::NAN; 10], 2),
+        Err(NnError::BatchNorm { .. })
+    ));
+    assert!(matches!(net.backward(&[0.0; 6]), Err(NnError::NoForward)));
+    net.forward(&[1.0; 10], 2).unwrap();
+    assert!(matches!(
+        net.loss_backward(&[0, 7], LossKind::CrossEntropy),
+        Err(NnError::LabelOutOfRange { .. })
+    ));
+    let zero = NetworkSpec {
+        hidden: vec![3, 0],
+        ..spec.clone()
+    };
+    let err = Network::<f32>::new(&zero, 4, 0).unwrap_err().to_string();
+    assert!(err.contains("hidden layer 2"), "{err}");
+    let bad_eps = NetworkSpec { bn_eps: -1.0, ..spec };
+    assert!(Network::<f32>::new(&bad_eps, 4, 0).is_err());
+    assert!(
+        Sgd::new(
+            SgdConfig {
+                lr: f64::NAN,
+                ..SgdConfig::default()
+            },
+            &net
+        )
+        .is_err()
+    );
+}
