@@ -365,18 +365,24 @@ fn for_each_chunk<T: Send>(parallel: bool, out: &mut [T], size: usize, f: impl F
 
 /// The per-column form of per-channel vectors for the column traversal (each value
 /// repeated `inner` times), written one after another into `columns`; segmented
-/// traversals use the per-channel vectors as they are.
-fn column_form<'a>(g: Geometry, per_channel: &[&'a [f64]], columns: &'a mut Vec<f64>) -> Vec<&'a [f64]> {
-    if g.segmented() {
-        return per_channel.to_vec();
+/// traversals, and column traversals with `inner == 1`, use the per-channel vectors as
+/// they are.
+fn column_form<'a, const N: usize>(
+    g: Geometry,
+    per_channel: [&'a [f64]; N],
+    columns: &'a mut Vec<f64>,
+) -> [&'a [f64]; N] {
+    // One value per channel is already one per column when `inner` is 1.
+    if g.segmented() || g.inner == 1 {
+        return per_channel;
     }
     columns.clear();
     for values in per_channel {
-        for &v in values.iter() {
-            columns.extend(std::iter::repeat_n(v, g.inner));
-        }
+        columns.extend(values.iter().flat_map(|&v| std::iter::repeat_n(v, g.inner)));
     }
-    columns.chunks_exact(g.row_len()).collect()
+    let columns: &'a [f64] = columns;
+    let width = g.row_len();
+    std::array::from_fn(|i| &columns[i * width..(i + 1) * width])
 }
 
 /// Per-channel moments of `x`, written into `out` (one per channel).
@@ -413,7 +419,7 @@ pub(crate) fn moments<T: Float>(x: &[T], g: Geometry, ws: &mut Workspace, out: &
 
 /// `y = (x - center[c]) * scale[c] + shift[c]`, element-wise.
 pub(crate) fn affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients, ws: &mut Workspace) {
-    let cols = column_form(g, &[coef.center, coef.scale, coef.shift], &mut ws.columns);
+    let cols = column_form(g, [coef.center, coef.scale, coef.shift], &mut ws.columns);
     let coef = Coefficients {
         center: cols[0],
         scale: cols[1],
@@ -438,7 +444,7 @@ pub(crate) fn grad_sums<T: Float>(
 ) {
     let width = g.columns();
     let block_len = g.block_len();
-    let centers = column_form(g, &[center], &mut ws.columns)[0];
+    let centers = column_form(g, [center], &mut ws.columns)[0];
     ws.partial.resize(g.blocks() * 2 * width, 0.0);
     for_each_chunk(g.parallel(), &mut ws.partial, 2 * width, |i, slot| {
         let start = i * block_len;
@@ -470,7 +476,7 @@ pub(crate) fn grad_input<T: Float>(
     coef: &Coefficients,
     ws: &mut Workspace,
 ) {
-    let cols = column_form(g, &[k, coef.center, coef.scale, coef.shift], &mut ws.columns);
+    let cols = column_form(g, [k, coef.center, coef.scale, coef.shift], &mut ws.columns);
     let coef = Coefficients {
         center: cols[1],
         scale: cols[2],
