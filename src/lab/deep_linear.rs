@@ -75,16 +75,21 @@ fn objective(w: &[f64], x: &[f64], normalize: bool) -> Result<(f64, Vec<f64>), L
     Ok((f, grad))
 }
 
-/// One gradient step sized for a first-order change of `PREDICTED`: returns
-/// `(actual change, higher-order part relative to the prediction)`.
-fn step(w: &[f64], x: &[f64], normalize: bool) -> Result<(f64, f64), LabError> {
+/// A fixed learning rate, for the second view: the step then grows with the gradient.
+const FIXED_LR: f64 = 1e-3;
+
+/// One gradient step, with learning rate `lr` or, when `None`, sized for a first-order
+/// change of `PREDICTED`: returns `(actual change, higher-order part relative to the
+/// first-order prediction)`.
+fn step(w: &[f64], x: &[f64], normalize: bool, lr: Option<f64>) -> Result<(f64, f64), LabError> {
     let (f0, g) = objective(w, x, normalize)?;
     let gg: f64 = g.iter().map(|v| v * v).sum();
-    let eps = -PREDICTED / gg;
+    let eps = lr.unwrap_or(-PREDICTED / gg);
+    let predicted = -eps * gg;
     let w1: Vec<f64> = w.iter().zip(&g).map(|(wi, gi)| wi - eps * gi).collect();
     let (f1, _) = objective(&w1, x, normalize)?;
     let actual = f1 - f0;
-    Ok((actual, (actual - PREDICTED) / PREDICTED.abs()))
+    Ok((actual, (actual - predicted) / predicted.abs()))
 }
 
 pub(crate) fn run(ctx: &Ctx) -> Result<Section, LabError> {
@@ -98,6 +103,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, LabError> {
         .collect();
     let mut plain_series = Vec::new();
     let mut norm_series = Vec::new();
+    let mut fixed_series = Vec::new();
     let mut data = serde_json::Map::new();
     let mut numbers = Vec::new();
     let mut at_depth = Vec::new();
@@ -105,19 +111,26 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, LabError> {
         let normal = Normal::new(center, SPREAD).map_err(|e| fail(NAME)(&e))?;
         let mut plain = Vec::new();
         let mut norm = Vec::new();
+        let mut fixed = Vec::new();
+        let mut fixed_norm = Vec::new();
         let mut rows = Vec::new();
         for &l in &depths {
             let w: Vec<f64> = normal.sample_iter(&mut rng).take(l).collect();
-            let (act_p, rel_p) = step(&w, &x, false)?;
-            let (act_n, rel_n) = step(&w, &x, true)?;
+            let (act_p, rel_p) = step(&w, &x, false, None)?;
+            let (act_n, rel_n) = step(&w, &x, true, None)?;
+            let (_, rel_f) = step(&w, &x, false, Some(FIXED_LR))?;
+            let (_, rel_fn) = step(&w, &x, true, Some(FIXED_LR))?;
             plain.push((l as f64, rel_p.abs()));
             norm.push((l as f64, rel_n.abs()));
-            rows.push(
-                json!({"depth": l, "actual_change": act_p, "higher_order_relative": rel_p,
-                             "normalized_actual_change": act_n, "normalized_higher_order_relative": rel_n}),
-            );
+            fixed.push((l as f64, rel_f.abs()));
+            fixed_norm.push((l as f64, rel_fn.abs()));
+            rows.push(json!({
+                "depth": l, "actual_change": act_p, "higher_order_relative": rel_p,
+                "normalized_actual_change": act_n, "normalized_higher_order_relative": rel_n,
+                "fixed_lr_higher_order_relative": rel_f, "fixed_lr_normalized_higher_order_relative": rel_fn,
+            }));
             if l == 50 {
-                at_depth.push((label, act_p, rel_p, act_n, rel_n));
+                at_depth.push((label, act_p, rel_p, act_n, rel_n, rel_f, rel_fn));
             }
             bar.inc(1);
         }
@@ -131,10 +144,30 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, LabError> {
             norm,
             SeriesStyle::Line,
         ));
+        fixed_series.push(Series::new(
+            format!("plain chain, {label}"),
+            fixed,
+            SeriesStyle::LineAndPoints,
+        ));
+        fixed_series.push(Series::new(
+            format!("normalized, {label}"),
+            fixed_norm,
+            SeriesStyle::Line,
+        ));
         data.insert(label.to_string(), serde_json::Value::Array(rows));
     }
     bar.finish_and_clear();
-    for (label, act_p, rel_p, act_n, rel_n) in &at_depth {
+    for (label, act_p, rel_p, act_n, rel_n, rel_f, rel_fn) in &at_depth {
+        numbers.push((
+            format!("depth 50, {label}, learning rate {FIXED_LR}: higher-order part / prediction"),
+            fmt(*rel_f),
+        ));
+        numbers.push((
+            format!(
+                "depth 50, {label}, learning rate {FIXED_LR}, normalized: higher-order part / prediction"
+            ),
+            fmt(*rel_fn),
+        ));
         numbers.push((
             format!("depth 50, {label}: actual change (predicted -0.1)"),
             fmt(*act_p),
@@ -163,13 +196,25 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, LabError> {
         ..Default::default()
     }
     .render(&ctx.plots, "deep-linear-higher-order")?;
-    let (_, _, grow, _, norm_grow) = at_depth[2];
-    let (_, _, shrink, _, _) = at_depth[0];
+    let fixed_image = LineChart {
+        title: format!("The same with a fixed learning rate of {FIXED_LR}"),
+        x_label: "depth l".into(),
+        y_label: "|actual - predicted| / |predicted|".into(),
+        log_y: true,
+        series: fixed_series,
+        ..Default::default()
+    }
+    .render(&ctx.plots, "deep-linear-fixed-lr")?;
+    let (_, _, grow, _, norm_grow, fixed_grow, fixed_norm) = at_depth[2];
+    let (_, _, shrink, _, _, fixed_shrink, _) = at_depth[0];
     let finding = format!(
-        "at depth 50 a step predicted to change f by -0.1 misses by {}x the prediction with weights around 1.1 and {}x around 0.9; with normalization between layers the miss is {}x",
+        "at depth 50 a step predicted to change f by -0.1 misses by {}x the prediction with weights around 1.1 and {}x around 0.9 (normalized: {}x); with a fixed learning rate of {FIXED_LR} the miss is {}x around 1.1 and {}x around 0.9 (normalized: {}x)",
         fmt(grow.abs()),
         fmt(shrink.abs()),
-        fmt(norm_grow.abs())
+        fmt(norm_grow.abs()),
+        fmt(fixed_grow.abs()),
+        fmt(fixed_shrink.abs()),
+        fmt(fixed_norm.abs()),
     );
     Ok(Section {
         name: NAME.into(),
@@ -177,9 +222,9 @@ pub(crate) fn run(ctx: &Ctx) -> Result<Section, LabError> {
         claim: "In a deep chain y = x w1 w2 ... wl, a gradient step changes y by terms of every order up to l, which the first-order prediction ignores and which grow or vanish exponentially with depth; normalizing between layers removes them, since the output then depends on the last weight only.".into(),
         source: "Goodfellow, Bengio & Courville, Deep Learning, section 8.7.1, as retold in seed text 003".into(),
         setup: format!(
-            "Objective f(w) = mean over a batch of {BATCH} inputs x ~ N(1, 0.5^2) of y * x, with y = x w1 ... wl, for depths 2 to 50. Weights are drawn from N(c, {SPREAD}^2) for c = 0.9, 1.0, 1.1. The learning rate is set to 0.1 / |g|^2 so that the first-order Taylor prediction of the change of f is exactly -0.1; the step is taken and the actual change measured. The normalized network applies BatchNorm (batch statistics, no scale or shift) after each of w1 .. w(l-1)."
+            "Objective f(w) = mean over a batch of {BATCH} inputs x ~ N(1, 0.5^2) of y * x, with y = x w1 ... wl, for depths 2 to 50. Weights are drawn from N(c, {SPREAD}^2) for c = 0.9, 1.0, 1.1. The learning rate is set to 0.1 / |g|^2 so that the first-order Taylor prediction of the change of f is exactly -0.1 (the book's choice); the step is taken and the actual change measured. The second chart uses a fixed learning rate of {FIXED_LR} instead, so that the step grows with the gradient. The normalized network applies BatchNorm (batch statistics, no scale or shift) after each of w1 .. w(l-1)."
         ),
-        images: vec![image],
+        images: vec![image, fixed_image],
         numbers,
         finding,
         data: serde_json::Value::Object(data),
