@@ -1,0 +1,123 @@
+//! The command line as a user meets it: flags that work, and flags that fail with a clear
+//! message and a non-zero exit instead of a panic.
+
+use std::process::{Command, Output};
+
+fn batchnorm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_batchnorm"))
+        .args(args)
+        .output()
+        .expect("the batchnorm binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A failing command: exit code not 0, no panic, and a message containing every `needle`.
+fn assert_refused(args: &[&str], needles: &[&str]) {
+    let out = batchnorm(args);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: message lacks {n:?}: {err}");
+    }
+}
+
+#[test]
+fn train_writes_metrics_as_csv_and_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, check) in [("m.csv", true), ("m.jsonl", false)] {
+        let path = dir.path().join(file);
+        let out = batchnorm(&[
+            "train",
+            "--data",
+            "synthetic:600,100,20,3",
+            "--hidden",
+            "16,16",
+            "--bn",
+            "before",
+            "--steps",
+            "40",
+            "--batch-size",
+            "20",
+            "--eval-every",
+            "20",
+            "--quiet",
+            "--metrics",
+            path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "train failed: {}", stderr(&out));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        if check {
+            assert!(
+                lines[0].contains("step") && lines[0].contains("test_accuracy"),
+                "{text}"
+            );
+            // Header, then evaluations at steps 0, 20 and 40.
+            assert_eq!(lines.len(), 4, "{text}");
+        } else {
+            assert_eq!(lines.len(), 3, "{text}");
+            for l in lines {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert!(v["step"].is_u64() && v["train_loss"].is_number() || v["step"] == 0);
+                assert!(
+                    v["test_accuracy"]
+                        .as_f64()
+                        .is_some_and(|a| (0.0..=1.0).contains(&a))
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn train_refuses_bad_flags() {
+    assert_refused(&["train", "--bn", "sideways"], &["none", "before", "after"]);
+    assert_refused(&["train", "--init", "normal:-1"], &["normal"]);
+    assert_refused(&["train", "--lr", "nan", "--data", "synthetic"], &["lr"]);
+    assert_refused(&["train", "--hidden", "100,0", "--data", "synthetic"], &["0"]);
+    assert_refused(
+        &["train", "--data", "/nonexistent/folder"],
+        &["/nonexistent/folder"],
+    );
+}
+
+#[test]
+fn train_on_a_damaged_data_folder_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(dir.path().join(name), b"\x00\x00\x08\x03garbage").unwrap();
+    }
+    assert_refused(&["train", "--data", dir.path().to_str().unwrap()], &["ubyte"]);
+}
+
+#[test]
+fn bench_refuses_bad_shapes_and_runs_a_small_one() {
+    assert_refused(&["bench", "--shape", "0x3"], &["0x3"]);
+    assert_refused(&["bench", "--shape", "7"], &["7"]);
+    let out = batchnorm(&["bench", "--shape", "8x3x5", "--budget-ms", "5", "--json", "-"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Three ops for each of the two layouts.
+    assert_eq!(rows.len(), 6, "{text}");
+    for r in &rows {
+        assert_eq!(r["shape"], "8x3x5");
+        assert!(r["median_ms"].as_f64().is_some_and(|v| v > 0.0));
+        assert!(r["copy_ms"].as_f64().is_some_and(|v| v > 0.0));
+        assert!(["channels_first", "channels_last"].contains(&r["layout"].as_str().unwrap()));
+        assert!(["train_forward", "eval_forward", "forward_backward"].contains(&r["op"].as_str().unwrap()));
+    }
+}
