@@ -10,7 +10,8 @@
 //! Two traversal orders cover both cases. When `inner` is long, a channel is a set of
 //! contiguous *segments* and the loops vectorize along a segment. When `inner` is short,
 //! the tensor is a row-major matrix of `outer` rows and `channels * inner` *columns*, and
-//! the loops run along a row, vectorized across columns.
+//! the loops run along a row, vectorized across columns (the reductions one *panel* of
+//! columns at a time, so that their per-column accumulators stay in L1).
 //!
 //! # Determinism
 //! Work is split into chunks whose boundaries depend on the shape only, never on the
@@ -27,6 +28,8 @@
 //! and rounded once. Subtracting the mean in `f64` is what keeps `x = 1e4 + N(0, 1)`
 //! exact in `f32`, where `x * a + b` evaluated in `f32` cancels.
 
+use std::ops::Range;
+
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -41,6 +44,17 @@ const PARALLEL_MIN_ELEMS: usize = 64 * 1024;
 const SEGMENT_MIN: usize = 32;
 /// Independent accumulators per sum, to hide the latency of the adds.
 const LANES: usize = 16;
+/// Columns per panel of the reductions of the column traversal, whose per-column f64
+/// accumulators (two of 16 KB) then stay in L1. Element-wise passes run along whole
+/// rows: a narrower sweep of rows that are read from memory defeats the prefetchers.
+const PANEL_COLS: usize = 2048;
+/// Panel width of the reductions for rows at most this wide, and the widest rows whose
+/// coefficients the element-wise passes copy into aligned buffers: these buffers are
+/// set up on every block, which should not cost a small tensor more than its data.
+const NARROW_PANEL_COLS: usize = 256;
+/// Least rows per block of the column traversal, so that the per-block partial results
+/// (two f64 per column) stay small next to the block itself when rows are wide.
+const MIN_BLOCK_ROWS: usize = 64;
 
 /// How a tensor's elements group into channels (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +87,12 @@ impl Geometry {
     /// Outer rows per block. Blocks are the unit of work of every pass; they depend on
     /// the shape only, never on the number of threads.
     fn rows_per_block(&self) -> usize {
-        (BLOCK_ELEMS / self.row_len()).max(1)
+        let rows = BLOCK_ELEMS / self.row_len();
+        if self.segmented() {
+            rows.max(1)
+        } else {
+            rows.max(MIN_BLOCK_ROWS)
+        }
     }
 
     fn block_len(&self) -> usize {
@@ -99,33 +118,35 @@ impl Geometry {
     }
 }
 
-/// Count, mean and sum of squared deviations of a set of values.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct Moments {
-    pub n: f64,
-    pub mean: f64,
-    pub m2: f64,
+/// Per-column values of one panel, aligned to a cache line so that their vector loads
+/// and stores never straddle two lines: the accumulators of a block live here rather
+/// than in the partial-results buffer, whose slots start at any offset, and so do the
+/// coefficients of short rows (`Vec<f64>` is only 16-byte aligned).
+#[repr(C, align(64))]
+struct Panel<const N: usize>([f64; N]);
+
+impl<const N: usize> Panel<N> {
+    fn zeros() -> Self {
+        Panel([0.0; N])
+    }
+
+    /// `values` copied into the panel when they fit, else `values` as they are.
+    fn aligned<'a>(&'a mut self, values: &'a [f64]) -> &'a [f64] {
+        match self.0.get_mut(..values.len()) {
+            Some(out) => {
+                out.copy_from_slice(values);
+                out
+            }
+            None => values,
+        }
+    }
 }
 
-impl Moments {
-    /// Chan et al.'s pairwise update: exact in exact arithmetic, stable in floating point.
-    fn merge(self, other: Moments) -> Moments {
-        if self.n == 0.0 {
-            return other;
-        }
-        let n = self.n + other.n;
-        let delta = other.mean - self.mean;
-        Moments {
-            n,
-            mean: self.mean + delta * (other.n / n),
-            m2: self.m2 + other.m2 + delta * delta * (self.n * other.n / n),
-        }
-    }
-
-    /// The biased (population) variance.
-    pub fn variance(&self) -> f64 {
-        self.m2 / self.n
-    }
+/// The column ranges of the panels of `size` columns of a row of `width` columns.
+fn panels(width: usize, size: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..width)
+        .step_by(size)
+        .map(move |start| start..(start + size).min(width))
 }
 
 /// Reusable buffers, so that steady-state calls do not allocate.
@@ -133,6 +154,8 @@ impl Moments {
 pub(crate) struct Workspace {
     partial: Vec<f64>,
     columns: Vec<f64>,
+    p: Vec<f64>,
+    q: Vec<f64>,
 }
 
 /// Per-channel coefficients of an element-wise pass: `(x - center) * scale + shift`.
@@ -142,11 +165,38 @@ pub(crate) struct Coefficients<'a> {
     pub shift: &'a [f64],
 }
 
+/// What the backward pass takes per channel, besides the tensors.
+pub(crate) struct Stats<'a> {
+    pub mean: &'a [f64],
+    pub inv_std: &'a [f64],
+    /// `gamma * inv_std`, the coefficient of `dy` in `dx`.
+    pub scale: &'a [f64],
+    /// Whether the forward used batch statistics, so that `dx` has the terms of the
+    /// gradient through the mean and the variance.
+    pub batch_stats: bool,
+}
+
+impl Stats<'_> {
+    /// `p` and `q` of `dx = scale * dy + (x - mean) * p + q` for channel `c`, from its
+    /// `sum(dy)` and `sum(dy * (x - mean))` over `m` values.
+    #[inline(always)]
+    fn dx_terms(&self, c: usize, sdy: f64, sdyxc: f64, m: f64) -> (f64, f64) {
+        if !self.batch_stats {
+            return (0.0, 0.0);
+        }
+        let (k, inv) = (self.scale[c], self.inv_std[c]);
+        let dgamma = sdyxc * inv;
+        (-k * inv * dgamma / m, -k * sdy / m)
+    }
+}
+
+// The lane loops below take `[T; LANES]` arrays (from `as_chunks`) so that the compiler
+// sees the lane count and keeps each accumulator array in vector registers.
+
 #[inline(always)]
 fn sum<T: Float>(x: &[T]) -> f64 {
     let mut acc = [0.0f64; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail = chunks.remainder();
+    let (chunks, tail) = x.as_chunks::<LANES>();
     for c in chunks {
         for l in 0..LANES {
             acc[l] += c[l].to_f64();
@@ -162,8 +212,7 @@ fn sum<T: Float>(x: &[T]) -> f64 {
 #[inline(always)]
 fn sum_sq_dev<T: Float>(x: &[T], mean: f64) -> f64 {
     let mut acc = [0.0f64; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail = chunks.remainder();
+    let (chunks, tail) = x.as_chunks::<LANES>();
     for c in chunks {
         for l in 0..LANES {
             let d = c[l].to_f64() - mean;
@@ -178,35 +227,30 @@ fn sum_sq_dev<T: Float>(x: &[T], mean: f64) -> f64 {
     s
 }
 
-/// Sums of `dy` and of `dy * (x - center)` over a segment.
+/// Sums of `dy` and of `dy * (x - center)` over a segment. Two loops, not one: with both
+/// sums in one loop the compiler pairs `a[l]` with `b[l]` in a vector instead of
+/// vectorizing across lanes, and the second loop reads the segment from L1.
 #[inline(always)]
 fn sum_dy_dyxc<T: Float>(x: &[T], dy: &[T], center: f64) -> (f64, f64) {
-    let mut a = [0.0f64; LANES];
     let mut b = [0.0f64; LANES];
-    let xs = x.chunks_exact(LANES);
-    let ds = dy.chunks_exact(LANES);
-    let (xt, dt) = (xs.remainder(), ds.remainder());
-    for (xc, dc) in xs.zip(ds) {
+    let (xs, xt) = x.as_chunks::<LANES>();
+    let (ds, dt) = dy.as_chunks::<LANES>();
+    for (xc, dc) in xs.iter().zip(ds) {
         for l in 0..LANES {
-            let g = dc[l].to_f64();
-            a[l] += g;
-            b[l] += g * (xc[l].to_f64() - center);
+            b[l] += dc[l].to_f64() * (xc[l].to_f64() - center);
         }
     }
-    let mut sa = a.iter().sum::<f64>();
     let mut sb = b.iter().sum::<f64>();
     for (xv, dv) in xt.iter().zip(dt) {
-        let g = dv.to_f64();
-        sa += g;
-        sb += g * (xv.to_f64() - center);
+        sb += dv.to_f64() * (xv.to_f64() - center);
     }
-    (sa, sb)
+    (sum(dy), sb)
 }
 
 /// Moments of one block of rows, per reduction column: writes `count, mean[j], m2[j]`
 /// into `out` (`1 + 2 * columns` values). Segmented: two-pass per segment, merged over
-/// the block's rows; otherwise two-pass per column over the block's rows (the second
-/// pass reads the block from cache).
+/// the block's rows; otherwise two-pass per column over the block's rows, one panel at
+/// a time (the second pass reads the panel from cache).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 fn block_moments<T: Float>(block: &[T], g: Geometry, out: &mut [f64]) {
     let width = g.columns();
@@ -231,21 +275,37 @@ fn block_moments<T: Float>(block: &[T], g: Geometry, out: &mut [f64]) {
         }
     } else {
         *count = rows as f64;
+        if width <= NARROW_PANEL_COLS {
+            column_moments::<T, NARROW_PANEL_COLS>(block, width, mean, m2);
+        } else {
+            column_moments::<T, PANEL_COLS>(block, width, mean, m2);
+        }
+    }
+}
+
+/// The column traversal of [`block_moments`], in panels of `N` columns.
+#[inline(always)]
+fn column_moments<T: Float, const N: usize>(block: &[T], width: usize, mean: &mut [f64], m2: &mut [f64]) {
+    let inv = 1.0 / (block.len() / width) as f64;
+    for cols in panels(width, N) {
+        let (mut mean_p, mut m2_p) = (Panel::<N>::zeros(), Panel::<N>::zeros());
+        let (mean_p, m2_p) = (&mut mean_p.0[..cols.len()], &mut m2_p.0[..cols.len()]);
         for row in block.chunks_exact(width) {
-            for (m, v) in mean.iter_mut().zip(row) {
+            for (m, v) in mean_p.iter_mut().zip(&row[cols.clone()]) {
                 *m += v.to_f64();
             }
         }
-        let inv = 1.0 / rows as f64;
-        for m in mean.iter_mut() {
+        for m in mean_p.iter_mut() {
             *m *= inv;
         }
         for row in block.chunks_exact(width) {
-            for ((s, m), v) in m2.iter_mut().zip(mean.iter()).zip(row) {
+            for ((s, m), v) in m2_p.iter_mut().zip(mean_p.iter()).zip(&row[cols.clone()]) {
                 let d = v.to_f64() - m;
                 *s += d * d;
             }
         }
+        mean[cols.clone()].copy_from_slice(mean_p);
+        m2[cols].copy_from_slice(m2_p);
     }
 }
 
@@ -271,9 +331,9 @@ fn block_grad_sums<T: Float>(x: &[T], dy: &[T], g: Geometry, center: &[f64], out
     let (sdy, sdyxc) = out.split_at_mut(width);
     sdy.fill(0.0);
     sdyxc.fill(0.0);
-    let rows = x.chunks_exact(g.row_len()).zip(dy.chunks_exact(g.row_len()));
+    let rows = || x.chunks_exact(g.row_len()).zip(dy.chunks_exact(g.row_len()));
     if g.segmented() {
-        for (xr, dr) in rows {
+        for (xr, dr) in rows() {
             for (c, (xs, ds)) in xr.chunks_exact(g.inner).zip(dr.chunks_exact(g.inner)).enumerate() {
                 let (a, b) = sum_dy_dyxc(xs, ds, center[c]);
                 sdy[c] += a;
@@ -281,15 +341,40 @@ fn block_grad_sums<T: Float>(x: &[T], dy: &[T], g: Geometry, center: &[f64], out
             }
         }
     } else {
-        let center = &center[..width];
-        for (xr, dr) in rows {
-            let cols = sdy.iter_mut().zip(sdyxc.iter_mut()).zip(center);
-            for (((a, b), m), (xv, dv)) in cols.zip(xr.iter().zip(dr)) {
+        if width <= NARROW_PANEL_COLS {
+            column_grad_sums::<T, NARROW_PANEL_COLS>(x, dy, width, center, sdy, sdyxc);
+        } else {
+            column_grad_sums::<T, PANEL_COLS>(x, dy, width, center, sdy, sdyxc);
+        }
+    }
+}
+
+/// The column traversal of [`block_grad_sums`], in panels of `N` columns.
+#[inline(always)]
+fn column_grad_sums<T: Float, const N: usize>(
+    x: &[T],
+    dy: &[T],
+    width: usize,
+    center: &[f64],
+    sdy: &mut [f64],
+    sdyxc: &mut [f64],
+) {
+    for cols in panels(width, N) {
+        let [mut a_p, mut b_p, mut center_p] = [(); 3].map(|_| Panel::<N>::zeros());
+        let (a_p, b_p) = (&mut a_p.0[..cols.len()], &mut b_p.0[..cols.len()]);
+        let center_p = &mut center_p.0[..cols.len()];
+        center_p.copy_from_slice(&center[cols.clone()]);
+        for (xr, dr) in x.chunks_exact(width).zip(dy.chunks_exact(width)) {
+            let (xr, dr) = (&xr[cols.clone()], &dr[cols.clone()]);
+            let acc = a_p.iter_mut().zip(b_p.iter_mut()).zip(center_p.iter());
+            for (((a, b), m), (xv, dv)) in acc.zip(xr.iter().zip(dr)) {
                 let d = dv.to_f64();
                 *a += d;
                 *b += d * (xv.to_f64() - m);
             }
         }
+        sdy[cols.clone()].copy_from_slice(a_p);
+        sdyxc[cols].copy_from_slice(b_p);
     }
 }
 
@@ -312,10 +397,12 @@ fn block_affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients
         }
     } else {
         let width = g.row_len();
-        let (center, scale, shift) = (&center[..width], &scale[..width], &shift[..width]);
+        let mut buf = [(); 3].map(|_| Panel::<NARROW_PANEL_COLS>::zeros());
+        let [b0, b1, b2] = &mut buf;
+        let (center, scale, shift) = (b0.aligned(&center[..width]), b1.aligned(scale), b2.aligned(shift));
         for (yr, xr) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-            let cols = center.iter().zip(scale).zip(shift);
-            for ((o, v), ((m, a), b)) in yr.iter_mut().zip(xr).zip(cols) {
+            let coefs = center.iter().zip(scale).zip(shift);
+            for ((o, v), ((m, a), b)) in yr.iter_mut().zip(xr).zip(coefs) {
                 *o = T::from_f64((v.to_f64() - m) * a + b);
             }
         }
@@ -340,18 +427,36 @@ fn block_grad_input<T: Float>(x: &[T], dy: &[T], dx: &mut [T], g: Geometry, k: &
         }
     } else {
         let width = g.row_len();
+        let mut buf = [(); 4].map(|_| Panel::<NARROW_PANEL_COLS>::zeros());
+        let [b0, b1, b2, b3] = &mut buf;
+        let (k, center) = (b0.aligned(&k[..width]), b1.aligned(&center[..width]));
+        let (p, q) = (b2.aligned(&p[..width]), b3.aligned(&q[..width]));
         let rows = dx
             .chunks_exact_mut(width)
             .zip(x.chunks_exact(width))
             .zip(dy.chunks_exact(width));
-        let (k, center, p, q) = (&k[..width], &center[..width], &p[..width], &q[..width]);
         for ((dr, xr), gr) in rows {
-            let cols = k.iter().zip(center).zip(p).zip(q);
-            for (((o, v), d), (((kc, m), pc), qc)) in dr.iter_mut().zip(xr).zip(gr).zip(cols) {
+            let coefs = k.iter().zip(center).zip(p).zip(q);
+            for (((o, v), d), (((kc, m), pc), qc)) in dr.iter_mut().zip(xr).zip(gr).zip(coefs) {
                 *o = T::from_f64(kc * d.to_f64() + ((v.to_f64() - m) * pc + qc));
             }
         }
     }
+}
+
+/// `out[c] = 1 / sqrt(var[c] + eps)`, vectorized: square roots and divisions are most
+/// of the per-channel work of a small tensor.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
+fn inv_std_into(var: &[f64], eps: f64, out: &mut [f64]) {
+    for (o, v) in out.iter_mut().zip(var) {
+        *o = 1.0 / (v + eps).sqrt();
+    }
+}
+
+/// `1 / sqrt(var[c] + eps)` per channel, written into `out`.
+pub(crate) fn inv_std(var: &[f64], eps: f64, out: &mut Vec<f64>) {
+    out.resize(var.len(), 0.0);
+    inv_std_into(var, eps, out);
 }
 
 /// Runs `f(i, chunk)` over the chunks of `out`, in parallel when the tensor is large.
@@ -385,8 +490,14 @@ fn column_form<'a, const N: usize>(
     std::array::from_fn(|i| &columns[i * width..(i + 1) * width])
 }
 
-/// Per-channel moments of `x`, written into `out` (one per channel).
-pub(crate) fn moments<T: Float>(x: &[T], g: Geometry, ws: &mut Workspace, out: &mut Vec<Moments>) {
+/// Per-channel means and biased variances of `x`, written into `mean` and `var`.
+pub(crate) fn moments<T: Float>(
+    x: &[T],
+    g: Geometry,
+    ws: &mut Workspace,
+    mean: &mut Vec<f64>,
+    var: &mut Vec<f64>,
+) {
     let width = g.columns();
     let stride = 1 + 2 * width;
     let block_len = g.block_len();
@@ -405,16 +516,27 @@ pub(crate) fn moments<T: Float>(x: &[T], g: Geometry, ws: &mut Workspace, out: &
         merge_block(*n_acc, mean_acc, m2_acc, part[0], mean_b, m2_b);
         *n_acc += part[0];
     }
-    let column = |j: usize| Moments {
-        n: *n_acc,
-        mean: mean_acc[j],
-        m2: m2_acc[j],
-    };
-    out.clear();
-    let per = width / g.channels;
-    out.extend(
-        (0..g.channels).map(|c| (c * per..(c + 1) * per).fold(Moments::default(), |m, j| m.merge(column(j)))),
-    );
+    mean.clear();
+    var.clear();
+    let n = *n_acc;
+    if width == g.channels {
+        mean.extend_from_slice(mean_acc);
+        var.extend(m2_acc.iter().map(|m2| m2 / n));
+        return;
+    }
+    // Column traversal with `inner > 1`: merge the `inner` columns of each channel.
+    for (means, m2s) in mean_acc.chunks_exact(g.inner).zip(m2_acc.chunks_exact(g.inner)) {
+        let (mut count, mut mu, mut m2) = (0.0, 0.0, 0.0);
+        for (&mean_b, &m2_b) in means.iter().zip(m2s) {
+            let total = count + n;
+            let delta = mean_b - mu;
+            mu += delta * (n / total);
+            m2 += m2_b + delta * delta * (count * n / total);
+            count = total;
+        }
+        mean.push(mu);
+        var.push(m2 / count);
+    }
 }
 
 /// `y = (x - center[c]) * scale[c] + shift[c]`, element-wise.
@@ -432,8 +554,44 @@ pub(crate) fn affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coeffic
     });
 }
 
+/// The backward pass: writes `dx = scale * dy + (x - mean) * p + q` and the per-channel
+/// `sum(dy)` and `sum(dy * (x - mean))` into `sdy` and `sdyxc`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<T: Float>(
+    x: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    g: Geometry,
+    stats: &Stats,
+    ws: &mut Workspace,
+    sdy: &mut [f64],
+    sdyxc: &mut [f64],
+) {
+    grad_sums(x, dy, g, stats.mean, ws, sdy, sdyxc);
+    let m = g.per_channel() as f64;
+    ws.p.clear();
+    ws.q.clear();
+    for c in 0..g.channels {
+        let (p, q) = stats.dx_terms(c, sdy[c], sdyxc[c], m);
+        ws.p.push(p);
+        ws.q.push(q);
+    }
+    let cols = column_form(g, [stats.scale, stats.mean, &ws.p, &ws.q], &mut ws.columns);
+    let coef = Coefficients {
+        center: cols[1],
+        scale: cols[2],
+        shift: cols[3],
+    };
+    let block_len = g.block_len();
+    for_each_chunk(g.parallel(), dx, block_len, |i, out| {
+        let s = i * block_len;
+        let e = s + out.len();
+        block_grad_input(&x[s..e], &dy[s..e], out, g, cols[0], &coef);
+    });
+}
+
 /// Per-channel `sum(dy)` and `sum(dy * (x - center[c]))`, written into `sdy` and `sdyxc`.
-pub(crate) fn grad_sums<T: Float>(
+fn grad_sums<T: Float>(
     x: &[T],
     dy: &[T],
     g: Geometry,
@@ -463,29 +621,4 @@ pub(crate) fn grad_sums<T: Float>(
         sdy[c] = col_dy[c * per..(c + 1) * per].iter().sum();
         sdyxc[c] = col_dyxc[c * per..(c + 1) * per].iter().sum();
     }
-}
-
-/// `dx = k[c] * dy + (x - center[c]) * p[c] + q[c]`, element-wise (`coef` holds
-/// `center`, `p` as scale and `q` as shift).
-pub(crate) fn grad_input<T: Float>(
-    x: &[T],
-    dy: &[T],
-    dx: &mut [T],
-    g: Geometry,
-    k: &[f64],
-    coef: &Coefficients,
-    ws: &mut Workspace,
-) {
-    let cols = column_form(g, [k, coef.center, coef.scale, coef.shift], &mut ws.columns);
-    let coef = Coefficients {
-        center: cols[1],
-        scale: cols[2],
-        shift: cols[3],
-    };
-    let block_len = g.block_len();
-    for_each_chunk(g.parallel(), dx, block_len, |i, out| {
-        let s = i * block_len;
-        let e = s + out.len();
-        block_grad_input(&x[s..e], &dy[s..e], out, g, cols[0], &coef);
-    });
 }

@@ -29,7 +29,7 @@ mod kernels;
 pub use error::BnError;
 pub use float::Float;
 
-use kernels::{Coefficients, Geometry, Moments, Workspace};
+use kernels::{Coefficients, Geometry, Stats, Workspace};
 
 /// Where the channel axis of an activation tensor is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -150,7 +150,6 @@ struct Saved {
 /// Per-channel scratch vectors, reused across calls.
 #[derive(Debug, Clone, Default)]
 struct Scratch {
-    moments: Vec<Moments>,
     a: Vec<f64>,
     b: Vec<f64>,
     c: Vec<f64>,
@@ -438,8 +437,7 @@ impl<T: Float> BatchNorm<T> {
         let c = self.config.num_features;
         let eps = self.config.eps;
         let s = &mut self.scratch;
-        s.a.clear();
-        s.b.clear();
+        // a = mean, e = var, b = 1 / sqrt(var + eps); c = gamma * b, d = beta.
         if batch_stats {
             if g.per_channel() < 2 {
                 return Err(BnError::TooFewValues {
@@ -447,28 +445,24 @@ impl<T: Float> BatchNorm<T> {
                     shape: shape.to_vec(),
                 });
             }
-            kernels::moments(x, g, &mut s.ws, &mut s.moments);
+            kernels::moments(x, g, &mut s.ws, &mut s.a, &mut s.e);
             if self.training
-                && let Some((channel, m)) = s
-                    .moments
-                    .iter()
-                    .enumerate()
-                    .find(|(_, m)| !(m.mean.is_finite() && m.m2.is_finite()))
+                && let Some(channel) = (0..c).find(|&i| !(s.a[i].is_finite() && s.e[i].is_finite()))
             {
                 return Err(BnError::NonFinite {
                     channel,
-                    mean: m.mean,
-                    var: m.variance(),
+                    mean: s.a[channel],
+                    var: s.e[channel],
                     shape: shape.to_vec(),
                 });
             }
-            s.a.extend(s.moments.iter().map(|m| m.mean));
-            s.b.extend(s.moments.iter().map(|m| 1.0 / (m.variance() + eps).sqrt()));
         } else {
+            s.a.clear();
+            s.e.clear();
             s.a.extend(self.running_mean.iter().map(|v| v.to_f64()));
-            s.b.extend(self.running_var.iter().map(|v| 1.0 / (v.to_f64() + eps).sqrt()));
+            s.e.extend(self.running_var.iter().map(|v| v.to_f64()));
         }
-        // a = mean, b = 1 / sqrt(var + eps); c = gamma * b, d = beta.
+        kernels::inv_std(&s.e, eps, &mut s.b);
         s.c.clear();
         s.d.clear();
         if self.config.affine {
@@ -493,11 +487,10 @@ impl<T: Float> BatchNorm<T> {
             };
             let n = g.per_channel() as f64;
             let unbias = n / (n - 1.0);
-            for (i, mo) in s.moments.iter().enumerate() {
-                let rm = self.running_mean[i].to_f64();
-                let rv = self.running_var[i].to_f64();
-                self.running_mean[i] = T::from_f64((1.0 - m) * rm + m * mo.mean);
-                self.running_var[i] = T::from_f64((1.0 - m) * rv + m * mo.variance() * unbias);
+            let stats = self.running_mean.iter_mut().zip(self.running_var.iter_mut());
+            for ((rm, rv), (mean, var)) in stats.zip(s.a.iter().zip(&s.e)) {
+                *rm = T::from_f64((1.0 - m) * rm.to_f64() + m * mean);
+                *rv = T::from_f64((1.0 - m) * rv.to_f64() + m * var * unbias);
             }
         }
         let saved = &mut self.saved;
@@ -532,44 +525,35 @@ impl<T: Float> BatchNorm<T> {
         let c = self.config.num_features;
         let saved = &self.saved;
         let s = &mut self.scratch;
-        // a = sum(dy), b = sum(dy * (x - mean)).
+        // c = gamma * inv_std, the coefficient of dy in dx; a = sum(dy) (dbeta),
+        // b = sum(dy * (x - mean)) (dgamma / inv_std).
+        s.c.clear();
+        if self.config.affine {
+            s.c.extend(
+                self.weight
+                    .iter()
+                    .zip(&saved.inv_std)
+                    .map(|(w, i)| w.to_f64() * i),
+            );
+        } else {
+            s.c.extend_from_slice(&saved.inv_std);
+        }
         s.a.resize(c, 0.0);
         s.b.resize(c, 0.0);
-        kernels::grad_sums(x, dy, g, &saved.mean, &mut s.ws, &mut s.a, &mut s.b);
-        // c = k = gamma * inv_std; d = p, the coefficient of (x - mean); e = q, the
-        // constant term: dx = k * dy + (x - mean) * p + q.
-        let m = g.per_channel() as f64;
-        s.c.clear();
-        s.d.clear();
-        s.e.clear();
-        for i in 0..c {
-            let inv = saved.inv_std[i];
-            let gamma = if self.config.affine {
-                self.weight[i].to_f64()
-            } else {
-                1.0
-            };
-            let k = gamma * inv;
-            let dgamma = s.b[i] * inv;
-            s.c.push(k);
-            if saved.batch_stats {
-                s.d.push(-k * inv * dgamma / m);
-                s.e.push(-k * s.a[i] / m);
-            } else {
-                s.d.push(0.0);
-                s.e.push(0.0);
-            }
-            if self.config.affine {
-                self.grad_weight[i] = T::from_f64(dgamma);
-                self.grad_bias[i] = T::from_f64(s.a[i]);
+        let stats = Stats {
+            mean: &saved.mean,
+            inv_std: &saved.inv_std,
+            scale: &s.c,
+            batch_stats: saved.batch_stats,
+        };
+        kernels::backward(x, dy, dx, g, &stats, &mut s.ws, &mut s.a, &mut s.b);
+        if self.config.affine {
+            let grads = self.grad_weight.iter_mut().zip(self.grad_bias.iter_mut());
+            for ((gw, gb), ((sdy, sdyxc), inv)) in grads.zip(s.a.iter().zip(&s.b).zip(&saved.inv_std)) {
+                *gw = T::from_f64(sdyxc * inv);
+                *gb = T::from_f64(*sdy);
             }
         }
-        let coef = Coefficients {
-            center: &saved.mean,
-            scale: &s.d,
-            shift: &s.e,
-        };
-        kernels::grad_input(x, dy, dx, g, &s.c, &coef, &mut s.ws);
         Ok(())
     }
 
