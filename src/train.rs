@@ -27,7 +27,6 @@ use thiserror::Error;
 use crate::bn::BnError;
 use crate::data::{Dataset, Split};
 use crate::nn::checkpoint::{self, CheckpointError};
-use crate::nn::model::fill;
 use crate::nn::{LossKind, Network, NetworkSpec, NnError, Real, Sgd, SgdConfig};
 
 /// The ChaCha stream of the seed that draws the paper's random mini-batches.
@@ -243,6 +242,8 @@ pub struct Trainer<T: Real> {
     /// The current epoch's permutation (with [`Sampling::Epochs`]) and its epoch.
     perm: Vec<u32>,
     perm_epoch: Option<u64>,
+    /// The examples of the current batch, and their labels.
+    picks: Vec<usize>,
     labels: Vec<u8>,
 }
 
@@ -273,6 +274,7 @@ impl<T: Real> Trainer<T> {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         rng.set_stream(BATCH_STREAM);
         Ok(Trainer {
+            picks: vec![0; config.batch_size],
             labels: vec![0; config.batch_size],
             config,
             network,
@@ -423,14 +425,12 @@ impl<T: Real> Trainer<T> {
 
     /// Fills the network's input and `self.labels` with the batch of the next step.
     fn draw_batch(&mut self, train: &Dataset) -> Result<(), NnError> {
-        let (b, dim, n) = (self.config.batch_size, train.dim(), train.len());
-        let input = self.network.input_mut(b)?;
+        let (b, n) = (self.config.batch_size, train.len());
         match self.config.sampling {
             Sampling::Random => {
-                for (row, label) in input.chunks_exact_mut(dim).zip(&mut self.labels) {
-                    let i = self.rng.random_range(0..n);
-                    fill(row, train.image(i));
-                    *label = train.labels()[i];
+                for (pick, label) in self.picks.iter_mut().zip(&mut self.labels) {
+                    *pick = self.rng.random_range(0..n);
+                    *label = train.labels()[*pick];
                 }
             }
             Sampling::Epochs => {
@@ -445,13 +445,14 @@ impl<T: Real> Trainer<T> {
                     self.perm.shuffle(&mut rng);
                     self.perm_epoch = Some(epoch);
                 }
-                let picks = &self.perm[pos * b..(pos + 1) * b];
-                for ((row, label), &i) in input.chunks_exact_mut(dim).zip(&mut self.labels).zip(picks) {
-                    fill(row, train.image(i as usize));
-                    *label = train.labels()[i as usize];
+                let perm = &self.perm[pos * b..(pos + 1) * b];
+                for ((pick, label), &i) in self.picks.iter_mut().zip(&mut self.labels).zip(perm) {
+                    *pick = i as usize;
+                    *label = train.labels()[*pick];
                 }
             }
         }
+        train.gather(&self.picks, self.network.input_mut(b)?);
         Ok(())
     }
 
@@ -462,17 +463,10 @@ impl<T: Real> Trainer<T> {
         train_seconds: f64,
     ) -> Result<Evaluation, TrainError> {
         let loss = self.config.loss;
-        let test = self
-            .network
-            .evaluate(data.test.images(), data.test.labels(), loss)?;
+        let test = self.network.evaluate(&data.test, data.test.len(), loss)?;
         let k = self.config.train_eval_size.min(data.train.len());
         let train_accuracy = if k > 0 {
-            let images = &data.train.images()[..k * data.train.dim()];
-            Some(
-                self.network
-                    .evaluate(images, &data.train.labels()[..k], loss)?
-                    .accuracy,
-            )
+            Some(self.network.evaluate(&data.train, k, loss)?.accuracy)
         } else {
             None
         };

@@ -4,8 +4,8 @@ mod common;
 
 use batchnorm::nn::loss::correct;
 use batchnorm::nn::{
-    ActivationKind, BiasMode, BnPlacement, Init, Layer, LossKind, Network, NetworkSpec, NnError, ParamKind,
-    Sgd, SgdConfig,
+    ActivationKind, BiasMode, BnPlacement, Init, Layer, Linear, LossKind, Network, NetworkSpec, NnError,
+    ParamKind, Sgd, SgdConfig,
 };
 use common::TestRng;
 
@@ -300,4 +300,75 @@ fn bad_inputs_are_errors_not_panics() {
         )
         .is_err()
     );
+}
+
+/// The sparse first layer (zero inputs skipped, examples and inputs in pairs) and the
+/// dense one against the definition, with PyTorch's `[out, in]` weight, odd and even
+/// sizes, and inputs half of which are exactly zero. Skipping a zero term changes no
+/// sum, so both layers agree exactly.
+#[test]
+fn sparse_and_dense_linear_layers_match_the_definition() {
+    let mut rng = TestRng::new(11);
+    for (batch, inp, out) in [(1, 5, 3), (7, 13, 100), (60, 33, 17), (65, 8, 130)] {
+        let w: Vec<f32> = (0..out * inp).map(|_| rng.normal() as f32).collect();
+        let b: Vec<f32> = (0..out).map(|_| rng.normal() as f32).collect();
+        let x: Vec<f32> = (0..batch * inp)
+            .map(|i| {
+                if i % 3 == 0 || rng.normal() > 0.3 {
+                    0.0
+                } else {
+                    rng.normal() as f32
+                }
+            })
+            .collect();
+        let dy: Vec<f32> = (0..batch * out).map(|_| rng.normal() as f32).collect();
+        let mut results = Vec::new();
+        for sparse in [true, false] {
+            let mut l = Linear::<f32>::new(inp, out, true, sparse).unwrap();
+            l.set_weight_torch(&w);
+            l.bias_mut().unwrap().copy_from_slice(&b);
+            let mut y = vec![f32::NAN; batch * out];
+            l.forward(&x, batch, &mut y);
+            let mut dx = vec![f32::NAN; batch * inp];
+            l.backward(&x, &dy, batch, Some(&mut dx));
+            let ld = l.weight_stride();
+            let grad: Vec<f32> = (0..out * inp)
+                .map(|j| l.grad_weight()[(j % inp) * ld + j / inp])
+                .collect();
+            for n in 0..batch {
+                for o in 0..out {
+                    let want: f64 = f64::from(b[o])
+                        + (0..inp)
+                            .map(|k| f64::from(x[n * inp + k]) * f64::from(w[o * inp + k]))
+                            .sum::<f64>();
+                    let got = f64::from(y[n * out + o]);
+                    assert!(
+                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "y[{n}, {o}]: {got} vs {want}"
+                    );
+                }
+                for k in 0..inp {
+                    let want: f64 = (0..out)
+                        .map(|o| f64::from(dy[n * out + o]) * f64::from(w[o * inp + k]))
+                        .sum();
+                    let got = f64::from(dx[n * inp + k]);
+                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "dx[{n}, {k}]");
+                }
+            }
+            for o in 0..out {
+                for k in 0..inp {
+                    let want: f64 = (0..batch)
+                        .map(|n| f64::from(dy[n * out + o]) * f64::from(x[n * inp + k]))
+                        .sum();
+                    let got = f64::from(grad[o * inp + k]);
+                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "dW[{o}, {k}]");
+                }
+            }
+            results.push((y, dx, grad, l.grad_bias().unwrap().to_vec()));
+        }
+        assert!(
+            results[0] == results[1],
+            "sparse and dense differ at {batch} x {inp} -> {out}"
+        );
+    }
 }

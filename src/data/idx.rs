@@ -30,7 +30,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// file of a given length can decompress to.
 const MAX_DEFLATE_RATIO: u64 = 1032;
 
-/// The images of an IDX images file, with pixels scaled to `[0, 1]`.
+/// The images of an IDX images file, pixels as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdxImages {
     /// Number of images.
@@ -39,8 +39,9 @@ pub struct IdxImages {
     pub rows: usize,
     /// Columns of one image.
     pub cols: usize,
-    /// Pixels as `value / 255`, row-major, shape `[count, rows * cols]`.
-    pub pixels: Vec<f32>,
+    /// Pixels in `0..=255` (standing for `value / 255`), row-major, shape
+    /// `[count, rows * cols]`.
+    pub pixels: Vec<u8>,
 }
 
 /// Reads an IDX labels file (magic `0x00000801`), raw or gzip-compressed.
@@ -61,8 +62,9 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
     file.payload(count)
 }
 
-/// Reads an IDX images file (magic `0x00000803`), raw or gzip-compressed, and scales its
-/// pixels from `0..=255` to `[0, 1]`.
+/// Reads an IDX images file (magic `0x00000803`), raw or gzip-compressed. The pixels
+/// stay bytes: scaling them to `[0, 1]` as `f32` would take four times the memory, so
+/// [`Dataset`](super::Dataset) converts them as examples are copied out.
 ///
 /// # Errors
 ///
@@ -86,10 +88,7 @@ pub fn read_images(path: &Path) -> Result<IdxImages, DataError> {
         .checked_mul(rows)
         .and_then(|n| n.checked_mul(cols))
         .ok_or_else(overflow)?;
-    let bytes = file.payload(len)?;
-    // Division rather than multiplication by 1/255 keeps every value correctly rounded
-    // (255 maps to exactly 1.0).
-    let pixels = bytes.iter().map(|&b| f32::from(b) / 255.0).collect();
+    let pixels = file.payload(len)?;
     Ok(IdxImages {
         count,
         rows,

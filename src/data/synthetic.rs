@@ -29,8 +29,8 @@ const TEST_STREAM: u64 = 2;
 ///
 /// # Shapes
 ///
-/// `train.images()` is `[n_train, dim]`, `test.images()` is `[n_test, dim]`; either
-/// count may be zero.
+/// `train` is `[n_train, dim]` and `test` is `[n_test, dim]`, as
+/// [`Features::Floats`](super::Features::Floats); either count may be zero.
 ///
 /// # Errors
 ///
@@ -113,6 +113,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Features;
+
+    fn floats(set: &Dataset) -> &[f32] {
+        match set.features() {
+            Features::Floats(values) => values,
+            Features::Bytes(_) => panic!("synthetic data is stored as f32"),
+        }
+    }
 
     fn bits(values: &[f32]) -> Vec<u32> {
         values.iter().map(|v| v.to_bits()).collect()
@@ -122,10 +130,10 @@ mod tests {
     fn same_seed_gives_identical_data() {
         let a = gaussian_classes(50, 20, 7, 3, 42).unwrap();
         let b = gaussian_classes(50, 20, 7, 3, 42).unwrap();
-        assert_eq!(bits(a.train.images()), bits(b.train.images()));
-        assert_eq!(bits(a.test.images()), bits(b.test.images()));
+        assert_eq!(bits(floats(&a.train)), bits(floats(&b.train)));
+        assert_eq!(bits(floats(&a.test)), bits(floats(&b.test)));
         let c = gaussian_classes(50, 20, 7, 3, 43).unwrap();
-        assert_ne!(bits(a.train.images()), bits(c.train.images()));
+        assert_ne!(bits(floats(&a.train)), bits(floats(&c.train)));
         let m: Vec<f64> = gaussian_matrix(4, 5, 9).unwrap();
         assert_eq!(m, gaussian_matrix::<f64>(4, 5, 9).unwrap());
         assert_ne!(m, gaussian_matrix::<f64>(4, 5, 10).unwrap());
@@ -138,10 +146,10 @@ mod tests {
             (split.train.len(), split.train.dim(), split.train.num_classes()),
             (10, 3, 3)
         );
-        assert_eq!(split.train.images().len(), 30);
+        assert_eq!(floats(&split.train).len(), 30);
         assert_eq!(split.train.labels(), &[0, 1, 2, 0, 1, 2, 0, 1, 2, 0]);
         assert_eq!(split.test.labels(), &[0, 1, 2, 0]);
-        assert!(split.train.images().iter().all(|v| v.is_finite()));
+        assert!(floats(&split.train).iter().all(|v| v.is_finite()));
         let empty = gaussian_classes(0, 0, 3, 2, 0).unwrap();
         assert!(empty.train.is_empty() && empty.test.is_empty());
     }
@@ -150,8 +158,8 @@ mod tests {
     fn test_set_does_not_depend_on_train_size() {
         let small = gaussian_classes(5, 30, 4, 2, 1).unwrap();
         let large = gaussian_classes(500, 30, 4, 2, 1).unwrap();
-        assert_eq!(bits(small.test.images()), bits(large.test.images()));
-        assert_eq!(bits(small.train.images()), bits(&large.train.images()[..20]));
+        assert_eq!(bits(floats(&small.test)), bits(floats(&large.test)));
+        assert_eq!(bits(floats(&small.train)), bits(&floats(&large.train)[..20]));
     }
 
     #[test]
@@ -159,7 +167,7 @@ mod tests {
         let (dim, classes) = (64, 5);
         let split = gaussian_classes(500, 500, dim, classes, 3).unwrap();
         let mut means = vec![0.0f64; classes * dim];
-        for (row, &label) in split.train.images().chunks(dim).zip(split.train.labels()) {
+        for (row, &label) in floats(&split.train).chunks(dim).zip(split.train.labels()) {
             for (m, &x) in means[usize::from(label) * dim..][..dim].iter_mut().zip(row) {
                 *m += f64::from(x) / 100.0;
             }
@@ -179,7 +187,7 @@ mod tests {
                 .unwrap()
         };
         let correct = (0..split.test.len())
-            .filter(|&i| nearest(split.test.image(i)) == split.test.labels()[i])
+            .filter(|&i| nearest(&floats(&split.test)[i * dim..][..dim]) == split.test.labels()[i])
             .count();
         // Means ~11 apart against unit noise: a nearest-mean rule makes essentially no mistakes.
         assert!(correct >= 495, "{correct} of 500");

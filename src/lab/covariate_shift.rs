@@ -31,7 +31,7 @@ fn load_batch(
     let input = net.input_mut(labels.len()).map_err(|e| err(&e))?;
     for (row, label) in input.chunks_exact_mut(dim).zip(labels.iter_mut()) {
         let i = rng.random_range(0..data.train.len());
-        row.copy_from_slice(data.train.image(i));
+        data.train.copy_example(i, row);
         *label = data.train.labels()[i];
     }
     Ok(())
@@ -168,14 +168,9 @@ fn noisy_bn_accuracy(
         });
         bar.inc(1);
     }
-    let dim = data.test.dim();
-    net.evaluate(
-        &data.test.images()[..data.test.len() * dim],
-        data.test.labels(),
-        LossKind::CrossEntropy,
-    )
-    .map(|r| r.accuracy)
-    .map_err(|e| err(&e))
+    net.evaluate(&data.test, data.test.len(), LossKind::CrossEntropy)
+        .map(|r| r.accuracy)
+        .map_err(|e| err(&e))
 }
 
 pub(crate) fn run(ctx: &Ctx) -> Result<Section, LabError> {

@@ -90,7 +90,7 @@ pub(crate) fn train_run(
         let input = net.input_mut(cfg.batch).map_err(|e| err(&e))?;
         for (row, label) in input.chunks_exact_mut(dim).zip(labels.iter_mut()) {
             let i = rng.random_range(0..n);
-            row.copy_from_slice(train.image(i));
+            train.copy_example(i, row);
             *label = train.labels()[i];
         }
         // A refused forward (non-finite activations reaching BN) is divergence too.
@@ -134,14 +134,9 @@ fn evaluate(
     n: usize,
     experiment: &'static str,
 ) -> Result<f64, LabError> {
-    let dim = set.dim();
-    net.evaluate(
-        &set.images()[..n * dim],
-        &set.labels()[..n],
-        LossKind::CrossEntropy,
-    )
-    .map(|r| r.accuracy)
-    .map_err(|e| fail(experiment)(&e))
+    net.evaluate(set, n, LossKind::CrossEntropy)
+        .map(|r| r.accuracy)
+        .map_err(|e| fail(experiment)(&e))
 }
 
 /// The paper's network (784-100-100-100-10, sigmoid) with the given placement.
@@ -177,7 +172,8 @@ pub(crate) fn paper_fig1(ctx: &Ctx) -> Result<Section, LabError> {
     let steps = ctx.pick(50_000, 1_500);
     let eval_every = ctx.pick(1_000, 250);
     let bar = ctx.progress(NAME, 2 * steps as u64);
-    let fixed: Vec<f32> = data.test.images()[..600 * data.test.dim()].to_vec();
+    let mut fixed = vec![0.0f32; 600 * data.test.dim()];
+    data.test.copy_examples(0..600, &mut fixed);
     let mut curves = Vec::new();
     let mut sigmoid_inputs = Vec::new();
     for bn in [BnPlacement::None, BnPlacement::Before] {

@@ -194,7 +194,7 @@ fn architecture(spec: &NetworkSpec) -> String {
 fn tensors<T: Real>(network: &Network<T>, sgd: Option<&Sgd<T>>) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
     let mut out = Vec::new();
     let mut params = Vec::new();
-    network.for_each_param(|info, p, _| params.push((info, to_bytes(p))));
+    network.for_each_param(|info, p, _| params.push((info, to_bytes(&info.to_torch_order(p)))));
     let mut params = params.into_iter().peekable();
     for (i, layer) in network.layers().iter().enumerate() {
         while let Some((info, bytes)) = params.next_if(|(info, _)| info.layer == i) {
@@ -229,7 +229,7 @@ fn tensors<T: Real>(network: &Network<T>, sgd: Option<&Sgd<T>>) -> Vec<(String, 
                     format!("{OPTIMIZER_PREFIX}{}", info.name()),
                     dtype_of::<T>(),
                     info.shape(),
-                    to_bytes(buf),
+                    to_bytes(&info.to_torch_order(buf)),
                 ));
             }
         });
@@ -431,15 +431,16 @@ pub fn load<T: Real>(
     }
     staged.for_each_param_mut(|info, p, _| {
         if let Some(bytes) = by_name.get(info.name().as_str()) {
-            p.copy_from_slice(&from_bytes::<T>(bytes));
+            info.from_torch_order(&from_bytes::<T>(bytes), p);
         }
     });
     if let Some(sgd) = sgd {
-        let mut names = Vec::new();
-        staged.for_each_param(|info, _, _| names.push(format!("{OPTIMIZER_PREFIX}{}", info.name())));
-        for (buf, name) in sgd.buffers_mut().iter_mut().zip(&names) {
+        let mut infos = Vec::new();
+        staged.for_each_param(|info, _, _| infos.push(info));
+        for (buf, info) in sgd.buffers_mut().iter_mut().zip(&infos) {
+            let name = format!("{OPTIMIZER_PREFIX}{}", info.name());
             if let Some(bytes) = by_name.get(name.as_str()) {
-                buf.copy_from_slice(&from_bytes::<T>(bytes));
+                info.from_torch_order(&from_bytes::<T>(bytes), buf);
             }
         }
     }

@@ -1,10 +1,9 @@
-//! Matrix products on row-major slices, through one GEMM crate.
-//!
-//! Every matrix product of the network goes through the three functions of this file,
-//! so the crate behind them (today `gemm`, chosen by benchmark: see the README) can be
-//! swapped here alone. The
-//! shapes are the network's own (checked where the layers are built), so a mismatch
-//! here is a bug in this crate, not a user error: it panics rather than returning.
+//! Matrix products on row-major slices, through one GEMM crate (`gemm`), for the lab's
+//! large products (deep activations). The network's `Linear` layers use
+//! [`rows`](super::rows) instead: `gemm` allocates its packing buffers on every call, and
+//! at the network's sizes (batch 60) the layers' own row kernels are faster and can skip
+//! zero inputs. A shape mismatch here is a bug in this crate, not a user error: it
+//! panics rather than returning.
 //!
 //! `gemm` runs on the calling thread (`Parallelism::None`). Products of at least
 //! [`PARALLEL_MIN_MACS`] multiply-adds are cut in two along the operand that is cheaper

@@ -1,21 +1,28 @@
-//! The fully connected layer `y = x Wᵀ + b`, with PyTorch's `[out, in]` weight layout.
+//! The fully connected layer `y = x Wᵀ + b`. The weight is stored transposed,
+//! `Wt = Wᵀ` of shape `[in, out]` (rows padded to 16 values, see [`RowMatrix`]), so
+//! that every product below forms an output row as a sum of contiguous rows
+//! ([`combine_rows`]); checkpoints still use PyTorch's `[out, in]`.
 //!
 //! ```text
-//! forward:   y  = x Wᵀ + b          [N, out] = [N, in] · [in, out]
-//! backward:  dW = dyᵀ x             [out, in] = [out, N] · [N, in]
-//!            db = sum over N of dy  [out]
-//!            dx = dy W              [N, in] = [N, out] · [out, in]
+//! forward:   y[n]   = b + sum_k x[n, k] Wt[k]      [N, out] = [N, in] · [in, out]
+//! backward:  dWt[k] = sum_n x[n, k] dy[n]          [in, out] = [in, N] · [N, out]
+//!            db = sum over N of dy                 [out]
+//!            dxᵀ[k] = sum_j Wt[k, j] dyᵀ[j]        [in, N] = [in, out] · [out, N]
 //! ```
+//!
+//! A layer built with `sparse_input` (the network's first, whose input is pixels) lists
+//! the nonzero inputs of each example in the forward pass and sums only their rows, in
+//! both products: a zero input adds nothing to `y` and nothing to `dWt`.
 
-use super::gemm::{matmul, matmul_a_bt, matmul_at_b};
+use super::rows::{RowMatrix, combine_rows, transpose};
 use super::{NnError, Real};
 
 /// The parameters of a [`Linear`] layer, writable, with their gradients.
 #[derive(Debug)]
 pub struct LinearParams<'a, T> {
-    /// The weight, `[out, in]`.
+    /// The weight, stored transposed and padded (see [`Linear`]).
     pub weight: &'a mut [T],
-    /// d loss / d weight, `[out, in]`.
+    /// d loss / d weight, stored as the weight.
     pub grad_weight: &'a [T],
     /// The bias and its gradient, `[out]` each, when the layer has a bias.
     pub bias: Option<(&'a mut [T], &'a [T])>,
@@ -28,16 +35,173 @@ pub struct LinearParams<'a, T> {
 /// built without one by default.
 ///
 /// # Shapes
-/// `weight` is `[out_features, in_features]` (row-major, as PyTorch's `nn.Linear`),
+/// The weight is stored transposed, `[in_features, weight_stride]` row-major: row `k`
+/// holds `W[0..out, k]` of PyTorch's `nn.Linear.weight`, then zeros up to the stride.
 /// `bias` is `[out_features]`; inputs are `[N, in_features]`, outputs `[N, out_features]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Linear<T> {
     in_features: usize,
     out_features: usize,
-    weight: Vec<T>,
-    grad_weight: Vec<T>,
+    weight: RowMatrix<T>,
+    grad_weight: RowMatrix<T>,
     bias: Option<Vec<T>>,
     grad_bias: Vec<T>,
+    sparse_input: bool,
+    /// Boxed: it is larger than the rest of the layer and only the products use it.
+    scratch: Box<Scratch<T>>,
+}
+
+/// Working buffers of the products, grown to the largest batch seen, so that a step
+/// of a batch seen before allocates nothing.
+#[derive(Clone, Debug, PartialEq)]
+struct Scratch<T> {
+    /// With a sparse input: the inputs of the last forward pass that are nonzero in
+    /// example `2i` or `2i + 1`, positions and both values, the first `counts[i]` of
+    /// the `in` places from `i * in`.
+    nz_index: Vec<u32>,
+    nz_value: Vec<[T; 2]>,
+    counts: Vec<usize>,
+    /// With a sparse input: bit `n % 64` of word `k * words + n / 64` is set when input
+    /// `k` of example `n` is nonzero.
+    columns: Vec<u64>,
+    /// `dy` `[N, out]` with aligned rows, the operand of `dWt`.
+    dy: RowMatrix<T>,
+    /// `dyᵀ` `[out, N]` and `dxᵀ` `[in, N]` of the input gradient.
+    dy_t: RowMatrix<T>,
+    dx_t: RowMatrix<T>,
+    /// The output row of the missing partner when a count is odd.
+    spare: Vec<T>,
+}
+
+/// Grows `v` to at least `len` values.
+fn at_least<T: Copy>(v: &mut Vec<T>, len: usize, zero: T) {
+    if v.len() < len {
+        v.resize(len, zero);
+    }
+}
+
+/// Grows `m` to at least `rows` rows.
+fn rows_at_least<T: Real>(m: &mut RowMatrix<T>, rows: usize) {
+    if m.rows() < rows {
+        m.resize_rows(rows);
+    }
+}
+
+/// The examples whose input `k` or `k + 1` is nonzero, from the bit words of both
+/// inputs, with their two values: the terms of `dWt[k]` and `dWt[k + 1]` (`k + 1` may be
+/// past the last input, standing for zeros).
+#[derive(Clone)]
+struct ColumnTerms<'a, T> {
+    words: (&'a [u64], &'a [u64]),
+    word: usize,
+    bits: u64,
+    x: &'a [T],
+    k: usize,
+    inp: usize,
+}
+
+impl<T: Real> Iterator for ColumnTerms<'_, T> {
+    type Item = (usize, [T; 2]);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, [T; 2])> {
+        while self.bits == 0 {
+            self.word += 1;
+            self.bits = *self.words.0.get(self.word)? | self.words.1.get(self.word).copied().unwrap_or(0);
+        }
+        let n = self.word * 64 + self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        let row = &self.x[n * self.inp..(n + 1) * self.inp];
+        Some((n, [row[self.k], row.get(self.k + 1).copied().unwrap_or(T::ZERO)]))
+    }
+}
+
+/// The rows `2i` and `2i + 1` of a `[rows, width]` buffer (stride `ld`) for each pair
+/// `i`; when `rows` is odd the last pair's second row is `spare`.
+fn row_pairs<'a, T>(
+    buf: &'a mut [T],
+    rows: usize,
+    ld: usize,
+    width: usize,
+    spare: &'a mut [T],
+) -> impl Iterator<Item = [&'a mut [T]; 2]> {
+    let mut chunks = buf[..rows * ld - (ld - width)].chunks_mut(ld).peekable();
+    let mut spare = Some(spare);
+    std::iter::from_fn(move || {
+        let first = chunks.next()?;
+        let second = chunks.next().or_else(|| spare.take())?;
+        Some([first, second])
+    })
+}
+
+/// The sparse forward pass of the pairs of examples of `x` (`[rows, inp]`) into `y`
+/// (`[rows, out]`; an odd last row is paired with zeros and the partner's output goes to
+/// `spare`), listing each pair's nonzero inputs in `index`, `value` and `counts`.
+#[allow(clippy::too_many_arguments)]
+fn forward_sparse_pairs<T: Real>(
+    x: &[T],
+    inp: usize,
+    w: &[T],
+    ld: usize,
+    bias: Option<&[T]>,
+    y: &mut [T],
+    out: usize,
+    spare: &mut [T],
+    index: &mut [u32],
+    value: &mut [[T; 2]],
+    counts: &mut [usize],
+) {
+    let rows = x.len() / inp;
+    let places = index.chunks_exact_mut(inp).zip(value.chunks_exact_mut(inp));
+    let pairs = row_pairs(y, rows, out, out, spare).zip(x.chunks(2 * inp));
+    for ((y, x), ((index, value), count)) in pairs.zip(places.zip(counts)) {
+        let (first, second) = x.split_at(inp);
+        let odd = second.is_empty();
+        let mut len = 0;
+        // Without branches: every input is written, and the next one overwrites it
+        // unless it was nonzero in either example. `len <= k < inp` keeps every write
+        // in range.
+        for (k, &a) in first.iter().enumerate() {
+            let b = if odd { T::ZERO } else { second[k] };
+            index[len.min(inp - 1)] = k as u32;
+            value[len.min(inp - 1)] = [a, b];
+            len += usize::from(a != T::ZERO || b != T::ZERO);
+        }
+        *count = len;
+        let terms = index[..len].iter().zip(&value[..len]);
+        combine_rows(terms.map(|(&k, &v)| (k as usize, v)), w, ld, bias, y, out);
+    }
+}
+
+/// `dWt[k]` for the `inp` inputs in pairs, into `grads` (stride `ld`; an odd last
+/// input's partner goes to `spare`), from the bit words of each input (`columns`,
+/// `words` per input), the input `x` and `dy` (stride `ld`).
+#[allow(clippy::too_many_arguments)]
+fn grad_sparse_pairs<T: Real>(
+    grads: &mut [T],
+    inp: usize,
+    ld: usize,
+    out: usize,
+    spare: &mut [T],
+    columns: &[u64],
+    words: usize,
+    x: &[T],
+    dy: &[T],
+) {
+    for (i, g) in row_pairs(grads, inp, ld, out, spare).enumerate() {
+        let k = 2 * i;
+        let first = &columns[k * words..(k + 1) * words];
+        let second = columns.get((k + 1) * words..(k + 2) * words).unwrap_or(&[]);
+        let terms = ColumnTerms {
+            words: (first, second),
+            word: 0,
+            bits: first[0] | second.first().copied().unwrap_or(0),
+            x,
+            k,
+            inp,
+        };
+        combine_rows(terms, dy, ld, None, g, out);
+    }
 }
 
 impl<T: Real> Linear<T> {
@@ -46,26 +210,48 @@ impl<T: Real> Linear<T> {
     ///
     /// # Errors
     /// [`NnError::ZeroSize`] when a size is zero.
-    pub fn new(in_features: usize, out_features: usize, bias: bool) -> Result<Self, NnError> {
+    ///
+    /// With `sparse_input`, the products skip the inputs that are exactly zero: worth it
+    /// when many are (image pixels), a little slower than dense otherwise.
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        sparse_input: bool,
+    ) -> Result<Self, NnError> {
         for (what, v) in [("in_features", in_features), ("out_features", out_features)] {
             if v == 0 {
                 return Err(NnError::ZeroSize { what: what.into() });
             }
         }
-        let len = in_features
-            .checked_mul(out_features)
-            .ok_or(NnError::InvalidValue {
+        if in_features
+            .checked_mul(out_features.next_multiple_of(16))
+            .is_none()
+        {
+            return Err(NnError::InvalidValue {
                 name: "in_features * out_features",
                 value: f64::INFINITY,
                 requirement: "must fit in memory",
-            })?;
+            });
+        }
         Ok(Linear {
             in_features,
             out_features,
-            weight: vec![T::ZERO; len],
-            grad_weight: vec![T::ZERO; len],
+            weight: RowMatrix::new(in_features, out_features),
+            grad_weight: RowMatrix::new(in_features, out_features),
             bias: bias.then(|| vec![T::ZERO; out_features]),
             grad_bias: vec![T::ZERO; if bias { out_features } else { 0 }],
+            sparse_input,
+            scratch: Box::new(Scratch {
+                nz_index: Vec::new(),
+                nz_value: Vec::new(),
+                counts: Vec::new(),
+                columns: Vec::new(),
+                dy: RowMatrix::new(0, out_features),
+                dy_t: RowMatrix::new(out_features, 0),
+                dx_t: RowMatrix::new(in_features, 0),
+                spare: Vec::new(),
+            }),
         })
     }
 
@@ -79,14 +265,29 @@ impl<T: Real> Linear<T> {
         self.out_features
     }
 
-    /// The weight, `[out, in]`.
-    pub fn weight(&self) -> &[T] {
-        &self.weight
+    /// Distance between two rows of the stored weight: `out_features` rounded up to 16.
+    pub fn weight_stride(&self) -> usize {
+        self.weight.stride()
     }
 
-    /// The weight, writable.
+    /// The weight, stored transposed and padded: `[in, weight_stride]` (see [`Linear`]).
+    pub fn weight(&self) -> &[T] {
+        self.weight.as_slice()
+    }
+
+    /// The weight, writable; keep the padding zero.
     pub fn weight_mut(&mut self) -> &mut [T] {
-        &mut self.weight
+        self.weight.as_mut_slice()
+    }
+
+    /// Sets the weight from PyTorch's `[out, in]` layout.
+    ///
+    /// # Panics
+    /// When `w` does not have `out * in` values.
+    pub fn set_weight_torch(&mut self, w: &[T]) {
+        let (inp, out, ld) = (self.in_features, self.out_features, self.weight.stride());
+        assert_eq!(w.len(), out * inp, "weight of [{out}, {inp}]");
+        transpose(w, out, inp, inp, self.weight.as_mut_slice(), ld);
     }
 
     /// The bias, `[out]`, when the layer has one.
@@ -99,9 +300,9 @@ impl<T: Real> Linear<T> {
         self.bias.as_deref_mut()
     }
 
-    /// d loss / d weight from the last backward pass.
+    /// d loss / d weight from the last backward pass, stored as the weight.
     pub fn grad_weight(&self) -> &[T] {
-        &self.grad_weight
+        self.grad_weight.as_slice()
     }
 
     /// d loss / d bias from the last backward pass, when the layer has a bias.
@@ -112,8 +313,8 @@ impl<T: Real> Linear<T> {
     /// Weight, bias and their gradients at once, for an optimizer.
     pub fn params_and_grads_mut(&mut self) -> LinearParams<'_, T> {
         LinearParams {
-            weight: &mut self.weight,
-            grad_weight: &self.grad_weight,
+            weight: self.weight.as_mut_slice(),
+            grad_weight: self.grad_weight.as_slice(),
             bias: self.bias.as_deref_mut().map(|b| (b, &self.grad_bias[..])),
         }
     }
@@ -122,34 +323,100 @@ impl<T: Real> Linear<T> {
     ///
     /// # Shapes
     /// `x` is `[batch, in]`, `y` is `[batch, out]`; the network checks both.
-    pub fn forward(&self, x: &[T], batch: usize, y: &mut [T]) {
-        let accumulate = match &self.bias {
-            Some(b) => {
-                y.chunks_exact_mut(self.out_features)
-                    .for_each(|row| row.copy_from_slice(b));
-                true
-            }
-            None => false,
+    pub fn forward(&mut self, x: &[T], batch: usize, y: &mut [T]) {
+        let (inp, out, ld) = (self.in_features, self.out_features, self.weight.stride());
+        let x = &x[..batch * inp];
+        let (w, bias) = (self.weight.as_slice(), self.bias.as_deref());
+        let s = &mut self.scratch;
+        at_least(&mut s.spare, out, T::ZERO);
+        // Examples go in pairs; an odd last one is paired with zeros.
+        let x_pair = |i: usize, k: usize| {
+            let second = x.get((2 * i + 1) * inp + k).copied().unwrap_or(T::ZERO);
+            [x[2 * i * inp + k], second]
         };
-        matmul_a_bt(
-            batch,
-            self.in_features,
-            self.out_features,
+        if !self.sparse_input {
+            for (i, y) in row_pairs(y, batch, out, out, &mut s.spare).enumerate() {
+                combine_rows((0..inp).map(|k| (k, x_pair(i, k))), w, ld, bias, y, out);
+            }
+            return;
+        }
+        let n_pairs = batch.div_ceil(2);
+        at_least(&mut s.nz_index, n_pairs * inp, 0);
+        at_least(&mut s.nz_value, n_pairs * inp, [T::ZERO; 2]);
+        at_least(&mut s.counts, n_pairs, 0);
+        let (index, value) = (&mut s.nz_index[..n_pairs * inp], &mut s.nz_value[..n_pairs * inp]);
+        let (y, spare) = (&mut y[..batch * out], &mut s.spare[..out]);
+        forward_sparse_pairs(
             x,
-            &self.weight,
+            inp,
+            w,
+            ld,
+            bias,
             y,
-            accumulate,
+            out,
+            spare,
+            index,
+            value,
+            &mut s.counts[..n_pairs],
         );
     }
 
     /// Stores `dW` and `db` from the forward input `x` and `dy`, and writes `dx` when
-    /// asked (the first layer of a network does not need it).
+    /// asked (the first layer of a network does not need it). With a sparse input, `x`
+    /// must be the input of the last forward pass.
     ///
     /// # Shapes
     /// `x` and `dx` are `[batch, in]`, `dy` is `[batch, out]`.
     pub fn backward(&mut self, x: &[T], dy: &[T], batch: usize, dx: Option<&mut [T]>) {
-        let (inp, out) = (self.in_features, self.out_features);
-        matmul_at_b(out, batch, inp, dy, x, &mut self.grad_weight, false);
+        let (inp, out, ld) = (self.in_features, self.out_features, self.weight.stride());
+        let (x, dy) = (&x[..batch * inp], &dy[..batch * out]);
+        let s = &mut self.scratch;
+        at_least(&mut s.spare, out.max(batch), T::ZERO);
+        rows_at_least(&mut s.dy, batch);
+        let dy_rows = s.dy.as_mut_slice();
+        for (d, row) in dy_rows.chunks_exact_mut(ld).zip(dy.chunks_exact(out)) {
+            d[..out].copy_from_slice(row);
+        }
+        let dy_rows = &s.dy.as_slice()[..batch * ld];
+        // Inputs go in pairs too: `dWt[k]` and `dWt[k + 1]` share the rows of `dy`.
+        if self.sparse_input {
+            let words = batch.div_ceil(64);
+            at_least(&mut s.columns, inp * words, 0);
+            let columns = &mut s.columns[..inp * words];
+            columns.fill(0);
+            let places = s.nz_index.chunks_exact(inp).zip(s.nz_value.chunks_exact(inp));
+            for (i, ((index, value), &count)) in places.zip(&s.counts[..batch.div_ceil(2)]).enumerate() {
+                for (&k, v) in index[..count].iter().zip(&value[..count]) {
+                    for (e, v) in v.iter().enumerate() {
+                        let n = 2 * i + e;
+                        columns[k as usize * words + n / 64] |= u64::from(*v != T::ZERO) << (n % 64);
+                    }
+                }
+            }
+            let columns = &s.columns[..inp * words];
+            let spare = &mut s.spare[..out];
+            grad_sparse_pairs(
+                self.grad_weight.as_mut_slice(),
+                inp,
+                ld,
+                out,
+                spare,
+                columns,
+                words,
+                x,
+                dy_rows,
+            );
+        } else {
+            let grads = row_pairs(self.grad_weight.as_mut_slice(), inp, ld, out, &mut s.spare);
+            for (i, g) in grads.enumerate() {
+                let k = 2 * i;
+                let terms = (0..batch).map(|n| {
+                    let row = &x[n * inp..(n + 1) * inp];
+                    (n, [row[k], row.get(k + 1).copied().unwrap_or(T::ZERO)])
+                });
+                combine_rows(terms, dy_rows, ld, None, g, out);
+            }
+        }
         if self.bias.is_some() {
             self.grad_bias.fill(T::ZERO);
             for row in dy.chunks_exact(out) {
@@ -157,7 +424,25 @@ impl<T: Real> Linear<T> {
             }
         }
         if let Some(dx) = dx {
-            matmul(batch, out, inp, dy, &self.weight, dx, false);
+            if s.dy_t.cols() != batch {
+                s.dy_t = RowMatrix::new(out, batch);
+                s.dx_t = RowMatrix::new(inp, batch);
+            }
+            let ldt = s.dy_t.stride();
+            transpose(dy, batch, out, out, s.dy_t.as_mut_slice(), ldt);
+            let (w, dy_t) = (self.weight.as_slice(), s.dy_t.as_slice());
+            let dx_t = row_pairs(s.dx_t.as_mut_slice(), inp, ldt, batch, &mut s.spare);
+            for (i, dx_t) in dx_t.enumerate() {
+                let (k, zeros) = (2 * i, [T::ZERO; 1]);
+                let second = if k + 1 < inp {
+                    &w[(k + 1) * ld..]
+                } else {
+                    &zeros[..]
+                };
+                let terms = (0..out).map(|j| (j, [w[k * ld + j], second.get(j).copied().unwrap_or(T::ZERO)]));
+                combine_rows(terms, dy_t, ldt, None, dx_t, batch);
+            }
+            transpose(s.dx_t.as_slice(), inp, batch, ldt, &mut dx[..batch * inp], inp);
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Activations are flat row-major `[N, features]` buffers. Each layer file holds one
 //! layer and its two passes; [`model::Network`] owns every buffer, sized once for a
-//! maximum batch, so a training step allocates nothing of its own.
+//! maximum batch (the layers' working buffers grow once, on the first batch of a size),
+//! so a training step allocates nothing (`tests/alloc.rs` counts).
 
 pub mod activation;
 pub mod batchnorm;
@@ -14,6 +15,7 @@ pub mod init;
 pub mod linear;
 pub mod loss;
 pub mod model;
+pub mod rows;
 pub mod sgd;
 
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
@@ -36,12 +38,14 @@ pub use sgd::{Sgd, SgdConfig};
 pub trait Real:
     Float
     + gemm::Gemm
+    + rows::RowKernel
     + Add<Output = Self>
     + Sub<Output = Self>
     + Mul<Output = Self>
     + Div<Output = Self>
     + Neg<Output = Self>
     + AddAssign
+    + From<f32>
 {
     /// 0.
     const ZERO: Self;
@@ -49,6 +53,8 @@ pub trait Real:
     const ONE: Self;
     /// `e^self`.
     fn exp(self) -> Self;
+    /// `self * a + b` with a single rounding.
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// The hyperbolic tangent.
     fn tanh(self) -> Self;
     /// The larger of two values (the other one when one is NaN).
@@ -65,6 +71,10 @@ macro_rules! impl_real {
             #[inline(always)]
             fn exp(self) -> Self {
                 <$t>::exp(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
             #[inline(always)]
             fn tanh(self) -> Self {
@@ -134,6 +144,14 @@ pub enum NnError {
         expected: usize,
         /// The length given.
         got: usize,
+    },
+    /// An evaluation asked for more examples than its data set has.
+    #[error("cannot evaluate {requested} examples of a data set of {available}")]
+    TooFewExamples {
+        /// The examples asked for.
+        requested: usize,
+        /// The examples in the data set.
+        available: usize,
     },
     /// A label is not a class of the network's output.
     #[error("label #{index} is {label}, but the network has {classes} classes")]

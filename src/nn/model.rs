@@ -13,7 +13,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::data::Dataset;
+
 use super::loss::{self, LossKind};
+use super::rows::transpose;
 use super::{Activation, ActivationKind, BatchNormLayer, Init, Linear, NnError, Real};
 
 /// The ChaCha stream of the seed that initializes the weights; the training loop draws
@@ -251,7 +254,43 @@ impl ParamInfo {
         format!("{}.{}", self.layer, self.suffix())
     }
 
-    /// The tensor shape: `[out, in]` for a `Linear` weight, `[C]` otherwise.
+    /// Values as stored put in PyTorch's order, that of [`shape`](Self::shape). A
+    /// `Linear` weight is stored transposed with padded rows, `[cols, rows rounded up to
+    /// 16]` (see [`Linear`]); everything else as is.
+    ///
+    /// # Panics
+    /// When `stored` is too short.
+    pub fn to_torch_order<T: Copy + Default>(&self, stored: &[T]) -> Vec<T> {
+        if self.kind != ParamKind::LinearWeight {
+            return stored.to_vec();
+        }
+        let mut torch = vec![T::default(); self.rows * self.cols];
+        transpose(
+            stored,
+            self.cols,
+            self.rows,
+            self.rows.next_multiple_of(16),
+            &mut torch,
+            self.cols,
+        );
+        torch
+    }
+
+    /// The inverse of [`to_torch_order`](Self::to_torch_order): writes `torch` (in the
+    /// order of [`shape`](Self::shape)) to `stored`, whose padding is left as it is.
+    ///
+    /// # Panics
+    /// When a slice is too short.
+    pub fn from_torch_order<T: Copy>(&self, torch: &[T], stored: &mut [T]) {
+        if self.kind == ParamKind::LinearWeight {
+            let ld = self.rows.next_multiple_of(16);
+            transpose(torch, self.rows, self.cols, self.cols, stored, ld);
+        } else {
+            stored.copy_from_slice(torch);
+        }
+    }
+
+    /// The tensor shape in PyTorch: `[out, in]` for a `Linear` weight, `[C]` otherwise.
     pub fn shape(&self) -> Vec<usize> {
         match self.kind {
             ParamKind::LinearWeight => vec![self.rows, self.cols],
@@ -318,12 +357,12 @@ impl<T: Real> Network<T> {
         let mut layers = Vec::new();
         let mut widths = vec![spec.inputs];
         let mut linear = |layers: &mut Vec<Layer<T>>, inp: usize, out: usize, bias: bool| {
-            let mut l = Linear::new(inp, out, bias)?;
-            Init::fill(
-                l.weight_mut(),
-                spec.init.std(inp, out) * spec.init_scale,
-                &mut rng,
-            );
+            // The first layer's input is the data: pixels, often zero.
+            let mut l = Linear::new(inp, out, bias, layers.is_empty())?;
+            // Drawn in PyTorch's `[out, in]` order, whatever the storage.
+            let mut torch = vec![T::ZERO; inp * out];
+            Init::fill(&mut torch, spec.init.std(inp, out) * spec.init_scale, &mut rng);
+            l.set_weight_torch(&torch);
             layers.push(Layer::Linear(l));
             Ok::<_, NnError>(())
         };
@@ -630,56 +669,52 @@ impl<T: Real> Network<T> {
         Ok(value)
     }
 
-    /// Mean loss and accuracy on a data set, in evaluation mode and in chunks of the
-    /// capacity; the mode in force before is restored.
-    ///
-    /// # Shapes
-    /// `images` is `[labels.len(), inputs]`.
+    /// Mean loss and accuracy on the first `n` examples of `set`, in evaluation mode and
+    /// in chunks of the capacity, each converted into the input buffer as it is needed;
+    /// the mode in force before is restored.
     ///
     /// # Errors
-    /// [`NnError::InputLength`] when `images` does not match; the loss's label errors.
-    /// An empty set gives NaN loss and accuracy.
-    pub fn evaluate(&mut self, images: &[f32], labels: &[u8], loss: LossKind) -> Result<EvalResult, NnError> {
+    /// [`NnError::InputLength`] when the examples do not have the network's input size,
+    /// [`NnError::TooFewExamples`] when `n > set.len()`; the loss's label errors. No
+    /// examples give NaN loss and accuracy.
+    pub fn evaluate(&mut self, set: &Dataset, n: usize, loss: LossKind) -> Result<EvalResult, NnError> {
         let dim = self.widths[0];
-        let expected = labels.len().saturating_mul(dim);
-        if images.len() != expected {
+        if set.dim() != dim {
             return Err(NnError::InputLength {
-                buffer: "images",
-                batch: labels.len(),
+                buffer: "example",
+                batch: 1,
                 features: dim,
-                expected,
-                got: images.len(),
+                expected: dim,
+                got: set.dim(),
+            });
+        }
+        if n > set.len() {
+            return Err(NnError::TooFewExamples {
+                requested: n,
+                available: set.len(),
             });
         }
         let was_training = self.training;
         self.set_training(false);
-        let result = self.evaluate_chunks(images, labels, loss);
+        let result = self.evaluate_chunks(set, n, loss);
         self.set_training(was_training);
         result
     }
 
-    fn evaluate_chunks(
-        &mut self,
-        images: &[f32],
-        labels: &[u8],
-        loss: LossKind,
-    ) -> Result<EvalResult, NnError> {
-        let dim = self.widths[0];
+    fn evaluate_chunks(&mut self, set: &Dataset, n: usize, loss: LossKind) -> Result<EvalResult, NnError> {
         let classes = self.spec.classes;
         let (mut loss_sum, mut correct) = (0.0, 0);
-        for (x, y) in images
-            .chunks(self.capacity * dim)
-            .zip(labels.chunks(self.capacity))
-        {
-            fill(self.input_mut(y.len())?, x);
-            let logits = self.forward_filled(y.len())?;
-            loss_sum += loss.forward(logits, y, classes)? * y.len() as f64;
-            correct += loss::correct(logits, y, classes);
+        for start in (0..n).step_by(self.capacity) {
+            let end = n.min(start + self.capacity);
+            set.copy_examples(start..end, self.input_mut(end - start)?);
+            let labels = &set.labels()[start..end];
+            let logits = self.forward_filled(labels.len())?;
+            loss_sum += loss.forward(logits, labels, classes)? * labels.len() as f64;
+            correct += loss::correct(logits, labels, classes);
         }
-        let n = labels.len() as f64;
         Ok(EvalResult {
-            loss: loss_sum / n,
-            accuracy: correct as f64 / n,
+            loss: loss_sum / n as f64,
+            accuracy: correct as f64 / n as f64,
         })
     }
 
@@ -755,11 +790,4 @@ impl<T: Real> Network<T> {
             }
         }
     }
-}
-
-/// Copies `f32` data into a buffer of the network's type.
-pub fn fill<T: Real>(dst: &mut [T], src: &[f32]) {
-    dst.iter_mut()
-        .zip(src)
-        .for_each(|(d, &s)| *d = T::from_f64(f64::from(s)));
 }
