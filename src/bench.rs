@@ -98,7 +98,7 @@ pub struct Row {
     pub op: &'static str,
     /// Median time of the op.
     pub median_ms: f64,
-    /// Median time to copy a buffer of the tensor's size.
+    /// Median time to copy a buffer of the tensor's size, timed in alternation with the op.
     pub copy_ms: f64,
     /// `median_ms / copy_ms`.
     pub ratio_to_copy: f64,
@@ -131,21 +131,49 @@ pub fn shape_name(shape: &[usize]) -> String {
         .join("x")
 }
 
-/// Median of repeated timings of `f`, after a warm-up: at least `min_reps`, and more
-/// until `budget` is spent (at most 2000).
-fn time_median(budget: Duration, min_reps: usize, mut f: impl FnMut(usize)) -> (f64, usize) {
-    for i in 0..3 {
-        f(i);
-    }
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while times.len() < min_reps || (start.elapsed() < budget && times.len() < 2000) {
+/// What one timed repetition runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    Copy,
+    Op,
+}
+
+/// Medians of alternating timings of the copy and the op, after a warm-up: one copy, then
+/// one op, at least `min_reps` of each, and more until `budget` is spent (at most 2000).
+/// `run(i, turn)` runs one repetition; `i` counts all calls, copies and ops together, so
+/// that with buffers rotated by `i` the copy and the op never use the same ones in a row.
+/// Returns the median of the op, the median of the copy (ms), and the repetitions of each.
+///
+/// Timing the copy alongside the op, rather than once per shape, exposes both to the same
+/// phases of a noisy machine.
+fn time_against_copy(
+    budget: Duration,
+    min_reps: usize,
+    mut run: impl FnMut(usize, Turn),
+) -> (f64, f64, usize) {
+    let mut calls = 0;
+    let mut timed = |turn| {
         let t = Instant::now();
-        f(times.len());
-        times.push(t.elapsed().as_secs_f64());
+        run(calls, turn);
+        calls += 1;
+        t.elapsed().as_secs_f64()
+    };
+    for _ in 0..3 {
+        timed(Turn::Copy);
+        timed(Turn::Op);
     }
-    times.sort_by(f64::total_cmp);
-    (times[times.len() / 2] * 1e3, times.len())
+    let (mut op_times, mut copy_times) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    while op_times.len() < min_reps || (start.elapsed() < budget && op_times.len() < 2000) {
+        copy_times.push(timed(Turn::Copy));
+        op_times.push(timed(Turn::Op));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e3
+    };
+    let reps = op_times.len();
+    (median(op_times), median(copy_times), reps)
 }
 
 /// Benchmarks one shape, layout and type: returns one row per op.
@@ -192,20 +220,18 @@ pub fn bench_shape<T: Float>(
     let mut dx = vec![T::default(); len];
     let threads = rayon::current_num_threads();
 
-    progress("copy");
-    let (copy_ms, _) = time_median(budget, 10, |i| {
-        let k = i % copies;
-        parallel_copy(&inputs[k], &mut out[k]);
-    });
-
     let mut bn = BatchNorm::<T>::new(BatchNormConfig::new(c)).map_err(wrap)?;
     let mut rows = Vec::new();
     for op in Op::ALL {
         progress(op.name());
         bn.set_training(op != Op::EvalForward);
         let mut failure = None;
-        let (median_ms, reps) = time_median(budget, 10, |i| {
+        let (median_ms, copy_ms, reps) = time_against_copy(budget, 10, |i, turn| {
             let k = i % copies;
+            if turn == Turn::Copy {
+                parallel_copy(&inputs[k], &mut out[k]);
+                return;
+            }
             let r = bn
                 .forward(&inputs[k], &mem_shape, layout, &mut out[k])
                 .and_then(|_| {
@@ -239,6 +265,13 @@ pub fn bench_shape<T: Float>(
 }
 
 /// Copies `src` into `dst` on the current pool's threads, one contiguous block each.
+///
+/// Each block goes through `copy_from_slice`, that is glibc's `memcpy`: `rep movsb` up to
+/// its `rep_movsb_stop_threshold` (1 MB on the machines measured), then a loop of vector
+/// loads and stores, which are ordinary (cached) stores below its
+/// `x86_non_temporal_threshold` and streaming stores above. That threshold is derived from
+/// the L3 size the CPU reports (`ld.so --list-diagnostics` shows both), so whether a copy of
+/// a large tensor pays a read-for-ownership of `dst` depends on the machine.
 fn parallel_copy<T: Float>(src: &[T], dst: &mut [T]) {
     use rayon::prelude::*;
     let threads = rayon::current_num_threads();

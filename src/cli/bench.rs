@@ -1,6 +1,6 @@
 //! `batchnorm bench`: times the kernels against a copy of the same bytes.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,6 +63,8 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
         LayoutArg::Both => &[Layout::ChannelsFirst, Layout::ChannelsLast],
     };
     let budget = Duration::from_millis(args.budget_ms);
+    // On a terminal the progress line is rewritten in place; in a log, one line per item.
+    let terminal = std::io::stderr().is_terminal();
     let rows = bench::with_threads(args.threads, || -> Result<Vec<bench::Row>, CliError> {
         let mut rows = Vec::new();
         for shape in &shapes {
@@ -72,7 +74,14 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
                     continue;
                 }
                 let name = bench::shape_name(shape);
-                let progress = |op: &str| eprint!("\r{name:<16} {:<15} {op:<18}", layout.name());
+                let progress = |op: &str| {
+                    let line = format!("{name:<16} {:<15} {op:<18}", layout.name());
+                    if terminal {
+                        eprint!("\r{line}");
+                    } else {
+                        eprintln!("{}", line.trim_end());
+                    }
+                };
                 let r = match args.dtype {
                     DtypeArg::F32 => bench::bench_shape::<f32>(shape, layout, budget, progress)?,
                     DtypeArg::F64 => bench::bench_shape::<f64>(shape, layout, budget, progress)?,
@@ -80,7 +89,9 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
                 rows.extend(r);
             }
         }
-        eprint!("\r{:60}\r", "");
+        if terminal {
+            eprint!("\r{:60}\r", "");
+        }
         Ok(rows)
     })??;
     print!("{}", bench::table(&rows));
