@@ -56,6 +56,15 @@ const NARROW_PANEL_COLS: usize = 256;
 /// (two f64 per column) stay small next to the block itself when rows are wide.
 const MIN_BLOCK_ROWS: usize = 64;
 
+/// Outputs of at least this many bytes are written with streaming stores (see
+/// [`write_block`]): well beyond the L2 caches, where the output would not stay cached
+/// for its reader anyway.
+const STREAM_MIN_BYTES: usize = 4 << 20;
+/// Elements per tile of a streamed block: 4 or 8 KB, staged in L1.
+const TILE: usize = 1024;
+/// Bytes per cache line.
+const LINE_BYTES: usize = 64;
+
 /// How a tensor's elements group into channels (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Geometry {
@@ -111,6 +120,11 @@ impl Geometry {
         } else {
             self.row_len()
         }
+    }
+
+    /// Whether the element-wise passes write their output with streaming stores.
+    fn streamed<T>(&self) -> bool {
+        self.len() * std::mem::size_of::<T>() >= STREAM_MIN_BYTES
     }
 
     fn parallel(&self) -> bool {
@@ -381,67 +395,195 @@ fn column_grad_sums<T: Float, const N: usize>(
 /// `y = (x - center) * scale + shift` over one block. Coefficients are per channel when
 /// segmented, per column otherwise.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
-fn block_affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients) {
+fn block_affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients, stream: bool) {
     let (center, scale, shift) = (coef.center, coef.scale, coef.shift);
     if g.segmented() {
-        for (i, (ys, xs)) in y
-            .chunks_exact_mut(g.inner)
-            .zip(x.chunks_exact(g.inner))
-            .enumerate()
-        {
-            let c = i % g.channels;
-            let (m, a, b) = (center[c], scale[c], shift[c]);
-            for (o, v) in ys.iter_mut().zip(xs) {
-                *o = T::from_f64((v.to_f64() - m) * a + b);
-            }
-        }
+        write_block(y, stream, |offset, out| {
+            for_each_run(offset, out.len(), g.inner, |seg, cols, at| {
+                let c = seg % g.channels;
+                let (m, a, b) = (center[c], scale[c], shift[c]);
+                let xs = &x[seg * g.inner..][cols.clone()];
+                for (o, v) in out[at..at + cols.len()].iter_mut().zip(xs) {
+                    *o = T::from_f64((v.to_f64() - m) * a + b);
+                }
+            });
+        });
     } else {
         let width = g.row_len();
         let mut buf = [(); 3].map(|_| Panel::<NARROW_PANEL_COLS>::zeros());
         let [b0, b1, b2] = &mut buf;
         let (center, scale, shift) = (b0.aligned(&center[..width]), b1.aligned(scale), b2.aligned(shift));
-        for (yr, xr) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-            let coefs = center.iter().zip(scale).zip(shift);
-            for ((o, v), ((m, a), b)) in yr.iter_mut().zip(xr).zip(coefs) {
-                *o = T::from_f64((v.to_f64() - m) * a + b);
-            }
-        }
+        write_block(y, stream, |offset, out| {
+            for_each_run(offset, out.len(), width, |row, cols, at| {
+                let xr = &x[row * width..][cols.clone()];
+                let coefs = center[cols.clone()]
+                    .iter()
+                    .zip(&scale[cols.clone()])
+                    .zip(&shift[cols.clone()]);
+                for ((o, v), ((m, a), b)) in out[at..at + cols.len()].iter_mut().zip(xr).zip(coefs) {
+                    *o = T::from_f64((v.to_f64() - m) * a + b);
+                }
+            });
+        });
     }
 }
 
 /// `dx = k * dy + (x - center) * p + q` over one block (`coef` holds center, p, q).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
-fn block_grad_input<T: Float>(x: &[T], dy: &[T], dx: &mut [T], g: Geometry, k: &[f64], coef: &Coefficients) {
+#[allow(clippy::too_many_arguments)]
+fn block_grad_input<T: Float>(
+    x: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    g: Geometry,
+    k: &[f64],
+    coef: &Coefficients,
+    stream: bool,
+) {
     let (center, p, q) = (coef.center, coef.scale, coef.shift);
     if g.segmented() {
-        let segs = dx
-            .chunks_exact_mut(g.inner)
-            .zip(x.chunks_exact(g.inner))
-            .zip(dy.chunks_exact(g.inner));
-        for (i, ((ds, xs), gs)) in segs.enumerate() {
-            let c = i % g.channels;
-            let (kc, m, pc, qc) = (k[c], center[c], p[c], q[c]);
-            for ((o, v), d) in ds.iter_mut().zip(xs).zip(gs) {
-                *o = T::from_f64(kc * d.to_f64() + ((v.to_f64() - m) * pc + qc));
-            }
-        }
+        write_block(dx, stream, |offset, out| {
+            for_each_run(offset, out.len(), g.inner, |seg, cols, at| {
+                let c = seg % g.channels;
+                let (kc, m, pc, qc) = (k[c], center[c], p[c], q[c]);
+                let (xs, gs) = (
+                    &x[seg * g.inner..][cols.clone()],
+                    &dy[seg * g.inner..][cols.clone()],
+                );
+                for ((o, v), d) in out[at..at + cols.len()].iter_mut().zip(xs).zip(gs) {
+                    *o = T::from_f64(kc * d.to_f64() + ((v.to_f64() - m) * pc + qc));
+                }
+            });
+        });
     } else {
         let width = g.row_len();
         let mut buf = [(); 4].map(|_| Panel::<NARROW_PANEL_COLS>::zeros());
         let [b0, b1, b2, b3] = &mut buf;
         let (k, center) = (b0.aligned(&k[..width]), b1.aligned(&center[..width]));
         let (p, q) = (b2.aligned(&p[..width]), b3.aligned(&q[..width]));
-        let rows = dx
-            .chunks_exact_mut(width)
-            .zip(x.chunks_exact(width))
-            .zip(dy.chunks_exact(width));
-        for ((dr, xr), gr) in rows {
-            let coefs = k.iter().zip(center).zip(p).zip(q);
-            for (((o, v), d), (((kc, m), pc), qc)) in dr.iter_mut().zip(xr).zip(gr).zip(coefs) {
-                *o = T::from_f64(kc * d.to_f64() + ((v.to_f64() - m) * pc + qc));
-            }
+        write_block(dx, stream, |offset, out| {
+            for_each_run(offset, out.len(), width, |row, cols, at| {
+                let (xr, gr) = (&x[row * width..][cols.clone()], &dy[row * width..][cols.clone()]);
+                let coefs = k[cols.clone()]
+                    .iter()
+                    .zip(&center[cols.clone()])
+                    .zip(&p[cols.clone()])
+                    .zip(&q[cols.clone()]);
+                let outs = out[at..at + cols.len()].iter_mut().zip(xr).zip(gr);
+                for (((o, v), d), (((kc, m), pc), qc)) in outs.zip(coefs) {
+                    *o = T::from_f64(kc * d.to_f64() + ((v.to_f64() - m) * pc + qc));
+                }
+            });
+        });
+    }
+}
+
+/// Splits the elements `offset..offset + len` of a block into pieces that stay within one
+/// run of `run_len` elements (a segment or a row), and calls `f(run, within, at)` for each:
+/// the run's index in the block, the piece's range within the run, and its position in
+/// `0..len`.
+#[inline(always)]
+fn for_each_run(offset: usize, len: usize, run_len: usize, mut f: impl FnMut(usize, Range<usize>, usize)) {
+    let (mut at, end) = (offset, offset + len);
+    while at < end {
+        let (run, start) = (at / run_len, at % run_len);
+        let stop = run_len.min(start + end - at);
+        f(run, start..stop, at - offset);
+        at += stop - start;
+    }
+}
+
+/// Writes one block of an element-wise pass: `fill(offset, out)` computes the block's
+/// elements `offset..offset + out.len()` into `out`.
+///
+/// Without `stream`, `fill` writes the block in place. With it, the block's whole cache
+/// lines are computed a tile at a time into a buffer in L1 and written to memory with
+/// streaming stores, which skip the read-for-ownership of a cached store: the output of
+/// a tensor larger than the caches is not read back soon, and the read of its old
+/// contents would be a third of the traffic of the pass. The values are the same either
+/// way; only the stores differ. Partial lines at the ends are written in place, so that
+/// a line shared with the next block is never streamed.
+#[inline(always)]
+fn write_block<T: Float>(out: &mut [T], stream: bool, mut fill: impl FnMut(usize, &mut [T])) {
+    if !stream {
+        fill(0, out);
+        return;
+    }
+    let line = LINE_BYTES / std::mem::size_of::<T>();
+    let head = out.as_ptr().align_offset(LINE_BYTES).min(out.len());
+    fill(0, &mut out[..head]);
+    let lines_end = head + (out.len() - head) / line * line;
+    let mut tile = Tile::<T>::new();
+    let mut at = head;
+    while at < lines_end {
+        let n = TILE.min(lines_end - at);
+        fill(at, &mut tile.0[..n]);
+        streaming::copy_lines(&tile.0[..n], &mut out[at..at + n]);
+        at += n;
+    }
+    fill(lines_end, &mut out[lines_end..]);
+    streaming::fence();
+}
+
+/// A cache-line-aligned buffer of [`TILE`] elements, the staging area of streamed stores.
+#[repr(C, align(64))]
+struct Tile<T>([T; TILE]);
+
+impl<T: Float> Tile<T> {
+    fn new() -> Self {
+        Tile([T::default(); TILE])
+    }
+}
+
+/// Streaming (non-temporal) stores. Everything else in the kernels is safe code.
+mod streaming {
+    use super::LINE_BYTES;
+
+    /// Copies `src` into `dst` with streaming stores. `src` and `dst` start on a cache
+    /// line and their length is a whole number of lines.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(super) fn copy_lines<T: Copy>(src: &[T], dst: &mut [T]) {
+        use std::arch::x86_64::{__m128i, _mm_load_si128, _mm_stream_si128};
+        let bytes = std::mem::size_of_val(src);
+        assert!(
+            dst.len() == src.len()
+                && bytes.is_multiple_of(LINE_BYTES)
+                && src.as_ptr().addr().is_multiple_of(LINE_BYTES)
+                && dst.as_ptr().addr().is_multiple_of(LINE_BYTES),
+            "streamed copies are whole aligned cache lines"
+        );
+        let (s, d) = (src.as_ptr().cast::<__m128i>(), dst.as_mut_ptr().cast::<__m128i>());
+        for i in 0..bytes / 16 {
+            // SAFETY: `src` and `dst` hold `bytes` bytes each (checked above), so both
+            // offsets stay inside them, and both start 64-byte aligned, so each 16-byte
+            // access is aligned as the intrinsics require. SSE2 is part of x86_64. The
+            // weakly ordered stores are made visible by `fence` before the block's
+            // closure returns, that is before any other thread can synchronize with it.
+            unsafe { _mm_stream_si128(d.add(i), _mm_load_si128(s.add(i))) };
         }
     }
+
+    /// Orders the streaming stores before every later store, so that whoever
+    /// synchronizes with this thread afterwards sees them.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(super) fn fence() {
+        // SAFETY: `sfence` has no preconditions; SSE is part of x86_64.
+        unsafe { std::arch::x86_64::_mm_sfence() };
+    }
+
+    /// Ordinary stores where there are no streaming ones.
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    pub(super) fn copy_lines<T: Copy>(src: &[T], dst: &mut [T]) {
+        dst.copy_from_slice(src);
+    }
+
+    /// Nothing to order without streaming stores.
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    pub(super) fn fence() {}
 }
 
 /// `out[c] = 1 / sqrt(var[c] + eps)`, vectorized: square roots and divisions are most
@@ -548,9 +690,10 @@ pub(crate) fn affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coeffic
         shift: cols[2],
     };
     let block_len = g.block_len();
+    let stream = g.streamed::<T>();
     for_each_chunk(g.parallel(), y, block_len, |i, out| {
         let start = i * block_len;
-        block_affine(&x[start..start + out.len()], out, g, &coef);
+        block_affine(&x[start..start + out.len()], out, g, &coef, stream);
     });
 }
 
@@ -583,10 +726,11 @@ pub(crate) fn backward<T: Float>(
         shift: cols[3],
     };
     let block_len = g.block_len();
+    let stream = g.streamed::<T>();
     for_each_chunk(g.parallel(), dx, block_len, |i, out| {
         let s = i * block_len;
         let e = s + out.len();
-        block_grad_input(&x[s..e], &dy[s..e], out, g, cols[0], &coef);
+        block_grad_input(&x[s..e], &dy[s..e], out, g, cols[0], &coef, stream);
     });
 }
 
@@ -620,5 +764,62 @@ fn grad_sums<T: Float>(
     for c in 0..g.channels {
         sdy[c] = col_dy[c * per..(c + 1) * per].iter().sum();
         sdyxc[c] = col_dyxc[c * per..(c + 1) * per].iter().sum();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Streamed and in-place writes of a block give the same bits, for outputs starting
+    /// at every offset within a cache line and lengths that end anywhere in one.
+    #[test]
+    fn streamed_blocks_equal_in_place_ones() {
+        let geometries = [
+            Geometry {
+                outer: 7,
+                channels: 3,
+                inner: 301,
+            },
+            Geometry {
+                outer: 100,
+                channels: 37,
+                inner: 1,
+            },
+            Geometry {
+                outer: 90,
+                channels: 5,
+                inner: 3,
+            },
+        ];
+        for g in geometries {
+            let len = g.len();
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919) % 1009) as f32 * 0.01 - 5.0)
+                .collect();
+            let dy: Vec<f32> = (0..len).map(|i| ((i * 31) % 997) as f32 * 0.001 - 0.5).collect();
+            let per_column = |k: f64| (0..g.columns()).map(|j| k + j as f64 * 0.37).collect::<Vec<_>>();
+            let [center, scale, shift, k] = [0.1, 1.3, -0.7, 0.9].map(per_column);
+            let coef = Coefficients {
+                center: &center,
+                scale: &scale,
+                shift: &shift,
+            };
+            for offset in 0..16 {
+                let mut streamed = vec![0.0f32; len + offset];
+                let mut in_place = vec![0.0f32; len + offset];
+                block_affine(&x, &mut streamed[offset..], g, &coef, true);
+                block_affine(&x, &mut in_place[offset..], g, &coef, false);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&streamed), bits(&in_place), "{g:?} affine, offset {offset}");
+                block_grad_input(&x, &dy, &mut streamed[offset..], g, &k, &coef, true);
+                block_grad_input(&x, &dy, &mut in_place[offset..], g, &k, &coef, false);
+                assert_eq!(
+                    bits(&streamed),
+                    bits(&in_place),
+                    "{g:?} grad input, offset {offset}"
+                );
+            }
+        }
     }
 }
