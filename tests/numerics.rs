@@ -159,9 +159,9 @@ fn results_do_not_depend_on_thread_count() {
         (vec![16, 8, 33, 31], Layout::ChannelsFirst),
         (vec![8, 29, 31, 12], Layout::ChannelsLast),
         (vec![4099, 37], Layout::ChannelsFirst),
-        // Large enough (4 MB and more) for the outputs to be written with streaming stores.
-        (vec![4, 33, 97, 83], Layout::ChannelsFirst),
-        (vec![3, 71, 73, 67], Layout::ChannelsLast),
+        // Large enough (16 MB and more) for the outputs to be written with streaming stores.
+        (vec![4, 33, 181, 181], Layout::ChannelsFirst),
+        (vec![3, 181, 181, 45], Layout::ChannelsLast),
     ] {
         let len: usize = shape.iter().product();
         let x: Vec<f32> = rng.normals(len).iter().map(|&v| (5.0 + 2.0 * v) as f32).collect();
@@ -202,9 +202,9 @@ fn fast_kernels_match_plain_reference() {
         (vec![5, 61, 67, 9], Layout::ChannelsLast),
         (vec![3001, 23], Layout::ChannelsFirst),
         (vec![40, 5, 7, 3], Layout::ChannelsFirst),
-        // Outputs of 4 MB and more, written with streaming stores.
-        (vec![3, 5, 181, 193], Layout::ChannelsFirst),
-        (vec![2, 181, 193, 7], Layout::ChannelsLast),
+        // Outputs of 16 MB and more, written with streaming stores.
+        (vec![3, 5, 381, 383], Layout::ChannelsFirst),
+        (vec![2, 263, 271, 15], Layout::ChannelsLast),
     ];
     for (shape, layout) in shapes {
         let c = shape[layout.channel_axis(shape.len())];

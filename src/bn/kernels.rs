@@ -57,9 +57,10 @@ const NARROW_PANEL_COLS: usize = 256;
 const MIN_BLOCK_ROWS: usize = 64;
 
 /// Outputs of at least this many bytes are written with streaming stores (see
-/// [`write_block`]): well beyond the L2 caches, where the output would not stay cached
-/// for its reader anyway.
-const STREAM_MIN_BYTES: usize = 4 << 20;
+/// [`write_block`]): half the L3 of the machine measured and more, where the output would
+/// not stay cached for its reader anyway. At 4 MB streaming was measured slower: the
+/// output then stays in L3, and its write-back is not paid by the pass.
+const STREAM_MIN_BYTES: usize = 16 << 20;
 /// Elements per tile of a streamed block: 4 or 8 KB, staged in L1.
 const TILE: usize = 1024;
 /// Bytes per cache line.
@@ -397,6 +398,16 @@ fn column_grad_sums<T: Float, const N: usize>(
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 fn block_affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients, stream: bool) {
     let (center, scale, shift) = (coef.center, coef.scale, coef.shift);
+    // The widest streaming stores of the target this copy is compiled for: with 16-byte
+    // ones, streaming was measured no faster than cached stores.
+    let copy_lines = |src: &[T], dst: &mut [T]| {
+        multiversion::target::match_target! {
+            "x86_64+avx512f" => streaming::copy_lines_avx512(src, dst),
+            "x86_64+avx2" => streaming::copy_lines_avx(src, dst),
+            _ => streaming::copy_lines(src, dst),
+        }
+    };
+    let stream = stream.then_some(copy_lines);
     if g.segmented() {
         write_block(y, stream, |offset, out| {
             for_each_run(offset, out.len(), g.inner, |seg, cols, at| {
@@ -441,6 +452,15 @@ fn block_grad_input<T: Float>(
     stream: bool,
 ) {
     let (center, p, q) = (coef.center, coef.scale, coef.shift);
+    // As in `block_affine`.
+    let copy_lines = |src: &[T], dst: &mut [T]| {
+        multiversion::target::match_target! {
+            "x86_64+avx512f" => streaming::copy_lines_avx512(src, dst),
+            "x86_64+avx2" => streaming::copy_lines_avx(src, dst),
+            _ => streaming::copy_lines(src, dst),
+        }
+    };
+    let stream = stream.then_some(copy_lines);
     if g.segmented() {
         write_block(dx, stream, |offset, out| {
             for_each_run(offset, out.len(), g.inner, |seg, cols, at| {
@@ -496,7 +516,8 @@ fn for_each_run(offset: usize, len: usize, run_len: usize, mut f: impl FnMut(usi
 /// Writes one block of an element-wise pass: `fill(offset, out)` computes the block's
 /// elements `offset..offset + out.len()` into `out`.
 ///
-/// Without `stream`, `fill` writes the block in place. With it, the block's whole cache
+/// Without `stream`, `fill` writes the block in place. With it (a streaming copy of
+/// whole lines, from [`streaming`]), the block's whole cache
 /// lines are computed a tile at a time into a buffer in L1 and written to memory with
 /// streaming stores, which skip the read-for-ownership of a cached store: the output of
 /// a tensor larger than the caches is not read back soon, and the read of its old
@@ -504,11 +525,15 @@ fn for_each_run(offset: usize, len: usize, run_len: usize, mut f: impl FnMut(usi
 /// way; only the stores differ. Partial lines at the ends are written in place, so that
 /// a line shared with the next block is never streamed.
 #[inline(always)]
-fn write_block<T: Float>(out: &mut [T], stream: bool, mut fill: impl FnMut(usize, &mut [T])) {
-    if !stream {
+fn write_block<T: Float>(
+    out: &mut [T],
+    stream: Option<impl Fn(&[T], &mut [T])>,
+    mut fill: impl FnMut(usize, &mut [T]),
+) {
+    let Some(copy_lines) = stream else {
         fill(0, out);
         return;
-    }
+    };
     let line = LINE_BYTES / std::mem::size_of::<T>();
     let head = out.as_ptr().align_offset(LINE_BYTES).min(out.len());
     fill(0, &mut out[..head]);
@@ -518,7 +543,7 @@ fn write_block<T: Float>(out: &mut [T], stream: bool, mut fill: impl FnMut(usize
     while at < lines_end {
         let n = TILE.min(lines_end - at);
         fill(at, &mut tile.0[..n]);
-        streaming::copy_lines(&tile.0[..n], &mut out[at..at + n]);
+        copy_lines(&tile.0[..n], &mut out[at..at + n]);
         at += n;
     }
     fill(lines_end, &mut out[lines_end..]);
@@ -537,14 +562,17 @@ impl<T: Float> Tile<T> {
 
 /// Streaming (non-temporal) stores. Everything else in the kernels is safe code.
 mod streaming {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::{
+        __m128i, __m256i, __m512i, _mm_load_si128, _mm_stream_si128, _mm256_load_si256, _mm256_stream_si256,
+        _mm512_load_si512, _mm512_stream_si512,
+    };
+
     use super::LINE_BYTES;
 
-    /// Copies `src` into `dst` with streaming stores. `src` and `dst` start on a cache
-    /// line and their length is a whole number of lines.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    pub(super) fn copy_lines<T: Copy>(src: &[T], dst: &mut [T]) {
-        use std::arch::x86_64::{__m128i, _mm_load_si128, _mm_stream_si128};
+    /// The bytes in `src`, after checking what every streamed copy relies on: `src` and
+    /// `dst` have the same length, a whole number of cache lines, and start on one.
+    fn checked_bytes<T>(src: &[T], dst: &[T]) -> usize {
         let bytes = std::mem::size_of_val(src);
         assert!(
             dst.len() == src.len()
@@ -553,13 +581,45 @@ mod streaming {
                 && dst.as_ptr().addr().is_multiple_of(LINE_BYTES),
             "streamed copies are whole aligned cache lines"
         );
+        bytes
+    }
+
+    // SAFETY (the three copies below): `checked_bytes` ensures that `src` and `dst` hold
+    // `bytes` bytes each, so every offset stays inside them, and that both start 64-byte
+    // aligned, so each access of `W <= 64` bytes at a multiple of `W` is aligned as the
+    // aligned loads and streaming stores require. The needed instructions are enabled:
+    // SSE2 is part of x86_64, the others by `target_feature`. The weakly ordered stores
+    // are made visible by `fence` before the block's closure returns, that is before
+    // any other thread can synchronize with this one.
+
+    /// Copies `src` into `dst` with 64-byte streaming stores (see [`checked_bytes`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn copy_lines_avx512<T>(src: &[T], dst: &mut [T]) {
+        let (s, d) = (src.as_ptr().cast::<__m512i>(), dst.as_mut_ptr().cast::<__m512i>());
+        for i in 0..checked_bytes(src, dst) / 64 {
+            // SAFETY: see above.
+            unsafe { _mm512_stream_si512(d.add(i), _mm512_load_si512(s.add(i))) };
+        }
+    }
+
+    /// Copies `src` into `dst` with 32-byte streaming stores (see [`checked_bytes`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx")]
+    pub(super) fn copy_lines_avx<T>(src: &[T], dst: &mut [T]) {
+        let (s, d) = (src.as_ptr().cast::<__m256i>(), dst.as_mut_ptr().cast::<__m256i>());
+        for i in 0..checked_bytes(src, dst) / 32 {
+            // SAFETY: see above.
+            unsafe { _mm256_stream_si256(d.add(i), _mm256_load_si256(s.add(i))) };
+        }
+    }
+
+    /// Copies `src` into `dst` with 16-byte streaming stores (see [`checked_bytes`]).
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn copy_lines<T>(src: &[T], dst: &mut [T]) {
         let (s, d) = (src.as_ptr().cast::<__m128i>(), dst.as_mut_ptr().cast::<__m128i>());
-        for i in 0..bytes / 16 {
-            // SAFETY: `src` and `dst` hold `bytes` bytes each (checked above), so both
-            // offsets stay inside them, and both start 64-byte aligned, so each 16-byte
-            // access is aligned as the intrinsics require. SSE2 is part of x86_64. The
-            // weakly ordered stores are made visible by `fence` before the block's
-            // closure returns, that is before any other thread can synchronize with it.
+        for i in 0..checked_bytes(src, dst) / 16 {
+            // SAFETY: see above.
             unsafe { _mm_stream_si128(d.add(i), _mm_load_si128(s.add(i))) };
         }
     }
@@ -575,7 +635,6 @@ mod streaming {
 
     /// Ordinary stores where there are no streaming ones.
     #[cfg(not(target_arch = "x86_64"))]
-    #[inline(always)]
     pub(super) fn copy_lines<T: Copy>(src: &[T], dst: &mut [T]) {
         dst.copy_from_slice(src);
     }
