@@ -15,6 +15,8 @@
 //! both products: a zero input adds nothing to `y` and nothing to `dWt`.
 
 use super::rows::{RowMatrix, combine_rows, transpose};
+use multiversion::multiversion;
+
 use super::{NnError, Real};
 
 /// The parameters of a [`Linear`] layer, writable, with their gradients.
@@ -55,13 +57,10 @@ pub struct Linear<T> {
 /// of a batch seen before allocates nothing.
 #[derive(Clone, Debug, PartialEq)]
 struct Scratch<T> {
-    /// With a sparse input: the inputs of the last forward pass that are nonzero in
-    /// example `2i` or `2i + 1`, positions and both values, the first `counts[i]` of
-    /// the `in` places from `i * in`.
-    nz_index: Vec<u32>,
-    nz_value: Vec<[T; 2]>,
-    counts: Vec<usize>,
-    /// With a sparse input: bit `n % 64` of word `k * words + n / 64` is set when input
+    /// With a sparse input: bit `k % 64` of word `k / 64` is set when input `k` is
+    /// nonzero in either example of the pair at hand.
+    pair_bits: Vec<u64>,
+    /// With a sparse input: bit `n % 64` of word `(n / 64) * in + k` is set when input
     /// `k` of example `n` is nonzero.
     columns: Vec<u64>,
     /// `dy` `[N, out]` with aligned rows, the operand of `dWt`.
@@ -71,6 +70,8 @@ struct Scratch<T> {
     dx_t: RowMatrix<T>,
     /// The output row of the missing partner when a count is odd.
     spare: Vec<T>,
+    /// `in` zeros: the partner of an odd last example of a sparse input.
+    zeros: Vec<T>,
 }
 
 /// Grows `v` to at least `len` values.
@@ -88,16 +89,44 @@ fn rows_at_least<T: Real>(m: &mut RowMatrix<T>, rows: usize) {
 }
 
 /// The examples whose input `k` or `k + 1` is nonzero, from the bit words of both
-/// inputs, with their two values: the terms of `dWt[k]` and `dWt[k + 1]` (`k + 1` may be
-/// past the last input, standing for zeros).
+/// inputs (see `Scratch::columns`), with their two values: the terms of `dWt[k]` and
+/// `dWt[k + 1]` (`k + 1` may be past the last input, standing for zeros).
 #[derive(Clone)]
 struct ColumnTerms<'a, T> {
-    words: (&'a [u64], &'a [u64]),
+    columns: &'a [u64],
     word: usize,
     bits: u64,
     x: &'a [T],
     k: usize,
     inp: usize,
+}
+
+impl<'a, T: Real> ColumnTerms<'a, T> {
+    fn new(columns: &'a [u64], x: &'a [T], k: usize, inp: usize) -> Self {
+        let mut terms = ColumnTerms {
+            columns,
+            word: 0,
+            bits: 0,
+            x,
+            k,
+            inp,
+        };
+        terms.bits = terms.word_bits(0).unwrap_or(0);
+        terms
+    }
+
+    /// Word `word` of inputs `k` and `k + 1`, or'ed; `None` past the last word.
+    #[inline(always)]
+    fn word_bits(&self, word: usize) -> Option<u64> {
+        let at = word * self.inp + self.k;
+        let first = *self.columns.get(at)?;
+        let second = if self.k + 1 < self.inp {
+            self.columns[at + 1]
+        } else {
+            0
+        };
+        Some(first | second)
+    }
 }
 
 impl<T: Real> Iterator for ColumnTerms<'_, T> {
@@ -107,12 +136,26 @@ impl<T: Real> Iterator for ColumnTerms<'_, T> {
     fn next(&mut self) -> Option<(usize, [T; 2])> {
         while self.bits == 0 {
             self.word += 1;
-            self.bits = *self.words.0.get(self.word)? | self.words.1.get(self.word).copied().unwrap_or(0);
+            self.bits = self.word_bits(self.word)?;
         }
         let n = self.word * 64 + self.bits.trailing_zeros() as usize;
         self.bits &= self.bits - 1;
         let row = &self.x[n * self.inp..(n + 1) * self.inp];
         Some((n, [row[self.k], row.get(self.k + 1).copied().unwrap_or(T::ZERO)]))
+    }
+}
+
+/// Sets bit `n % 64` of `columns[(n / 64) * inp + k]` for every nonzero `x[n, k]` of
+/// `x` (`[rows, inp]`), on zeroed `columns`. Written so that each example's row is one
+/// vectorized pass over a contiguous run of words.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
+fn mark_nonzero<T: Real>(x: &[T], inp: usize, columns: &mut [u64]) {
+    for (n, row) in x.chunks_exact(inp).enumerate() {
+        let bit = 1u64 << (n % 64);
+        let words = &mut columns[(n / 64) * inp..][..inp];
+        for (w, &v) in words.iter_mut().zip(row) {
+            *w |= if v != T::ZERO { bit } else { 0 };
+        }
     }
 }
 
@@ -134,9 +177,36 @@ fn row_pairs<'a, T>(
     })
 }
 
+/// The inputs `k` of a pair of examples that are nonzero in either, from the pair's
+/// bit words, with both values: the terms of the pair's outputs.
+#[derive(Clone)]
+struct PairTerms<'a, T> {
+    bits: &'a [u64],
+    word: usize,
+    cur: u64,
+    first: &'a [T],
+    second: &'a [T],
+}
+
+impl<T: Real> Iterator for PairTerms<'_, T> {
+    type Item = (usize, [T; 2]);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, [T; 2])> {
+        while self.cur == 0 {
+            self.word += 1;
+            self.cur = *self.bits.get(self.word)?;
+        }
+        let k = self.word * 64 + self.cur.trailing_zeros() as usize;
+        self.cur &= self.cur - 1;
+        Some((k, [self.first[k], self.second[k]]))
+    }
+}
+
 /// The sparse forward pass of the pairs of examples of `x` (`[rows, inp]`) into `y`
-/// (`[rows, out]`; an odd last row is paired with zeros and the partner's output goes to
-/// `spare`), listing each pair's nonzero inputs in `index`, `value` and `counts`.
+/// (`[rows, out]`; an odd last row is paired with `zeros` and the partner's output goes
+/// to `spare`): each pair sums only the weight rows of the inputs nonzero in either
+/// example, found 16 at a time (`bits` holds the pair's bit words).
 #[allow(clippy::too_many_arguments)]
 fn forward_sparse_pairs<T: Real>(
     x: &[T],
@@ -147,35 +217,28 @@ fn forward_sparse_pairs<T: Real>(
     y: &mut [T],
     out: usize,
     spare: &mut [T],
-    index: &mut [u32],
-    value: &mut [[T; 2]],
-    counts: &mut [usize],
+    zeros: &[T],
+    bits: &mut [u64],
 ) {
     let rows = x.len() / inp;
-    let places = index.chunks_exact_mut(inp).zip(value.chunks_exact_mut(inp));
-    let pairs = row_pairs(y, rows, out, out, spare).zip(x.chunks(2 * inp));
-    for ((y, x), ((index, value), count)) in pairs.zip(places.zip(counts)) {
+    for (y, x) in row_pairs(y, rows, out, out, spare).zip(x.chunks(2 * inp)) {
         let (first, second) = x.split_at(inp);
-        let odd = second.is_empty();
-        let mut len = 0;
-        // Without branches: every input is written, and the next one overwrites it
-        // unless it was nonzero in either example. `len <= k < inp` keeps every write
-        // in range.
-        for (k, &a) in first.iter().enumerate() {
-            let b = if odd { T::ZERO } else { second[k] };
-            index[len.min(inp - 1)] = k as u32;
-            value[len.min(inp - 1)] = [a, b];
-            len += usize::from(a != T::ZERO || b != T::ZERO);
-        }
-        *count = len;
-        let terms = index[..len].iter().zip(&value[..len]);
-        combine_rows(terms.map(|(&k, &v)| (k as usize, v)), w, ld, bias, y, out);
+        let second = if second.is_empty() { &zeros[..inp] } else { second };
+        T::nonzero_bits(first, second, bits);
+        let terms = PairTerms {
+            bits,
+            word: 0,
+            cur: bits[0],
+            first,
+            second,
+        };
+        combine_rows(terms, w, ld, bias, y, out);
     }
 }
 
 /// `dWt[k]` for the `inp` inputs in pairs, into `grads` (stride `ld`; an odd last
-/// input's partner goes to `spare`), from the bit words of each input (`columns`,
-/// `words` per input), the input `x` and `dy` (stride `ld`).
+/// input's partner goes to `spare`), from the bit words of the inputs (`columns`, see
+/// `Scratch::columns`), the input `x` and `dy` (stride `ld`).
 #[allow(clippy::too_many_arguments)]
 fn grad_sparse_pairs<T: Real>(
     grads: &mut [T],
@@ -184,22 +247,11 @@ fn grad_sparse_pairs<T: Real>(
     out: usize,
     spare: &mut [T],
     columns: &[u64],
-    words: usize,
     x: &[T],
     dy: &[T],
 ) {
     for (i, g) in row_pairs(grads, inp, ld, out, spare).enumerate() {
-        let k = 2 * i;
-        let first = &columns[k * words..(k + 1) * words];
-        let second = columns.get((k + 1) * words..(k + 2) * words).unwrap_or(&[]);
-        let terms = ColumnTerms {
-            words: (first, second),
-            word: 0,
-            bits: first[0] | second.first().copied().unwrap_or(0),
-            x,
-            k,
-            inp,
-        };
+        let terms = ColumnTerms::new(columns, x, 2 * i, inp);
         combine_rows(terms, dy, ld, None, g, out);
     }
 }
@@ -243,14 +295,13 @@ impl<T: Real> Linear<T> {
             grad_bias: vec![T::ZERO; if bias { out_features } else { 0 }],
             sparse_input,
             scratch: Box::new(Scratch {
-                nz_index: Vec::new(),
-                nz_value: Vec::new(),
-                counts: Vec::new(),
+                pair_bits: Vec::new(),
                 columns: Vec::new(),
                 dy: RowMatrix::new(0, out_features),
                 dy_t: RowMatrix::new(out_features, 0),
                 dx_t: RowMatrix::new(in_features, 0),
                 spare: Vec::new(),
+                zeros: Vec::new(),
             }),
         })
     }
@@ -340,30 +391,14 @@ impl<T: Real> Linear<T> {
             }
             return;
         }
-        let n_pairs = batch.div_ceil(2);
-        at_least(&mut s.nz_index, n_pairs * inp, 0);
-        at_least(&mut s.nz_value, n_pairs * inp, [T::ZERO; 2]);
-        at_least(&mut s.counts, n_pairs, 0);
-        let (index, value) = (&mut s.nz_index[..n_pairs * inp], &mut s.nz_value[..n_pairs * inp]);
+        at_least(&mut s.pair_bits, inp.div_ceil(64), 0);
+        at_least(&mut s.zeros, inp, T::ZERO);
         let (y, spare) = (&mut y[..batch * out], &mut s.spare[..out]);
-        forward_sparse_pairs(
-            x,
-            inp,
-            w,
-            ld,
-            bias,
-            y,
-            out,
-            spare,
-            index,
-            value,
-            &mut s.counts[..n_pairs],
-        );
+        forward_sparse_pairs(x, inp, w, ld, bias, y, out, spare, &s.zeros, &mut s.pair_bits);
     }
 
     /// Stores `dW` and `db` from the forward input `x` and `dy`, and writes `dx` when
-    /// asked (the first layer of a network does not need it). With a sparse input, `x`
-    /// must be the input of the last forward pass.
+    /// asked (the first layer of a network does not need it).
     ///
     /// # Shapes
     /// `x` and `dx` are `[batch, in]`, `dy` is `[batch, out]`.
@@ -384,15 +419,7 @@ impl<T: Real> Linear<T> {
             at_least(&mut s.columns, inp * words, 0);
             let columns = &mut s.columns[..inp * words];
             columns.fill(0);
-            let places = s.nz_index.chunks_exact(inp).zip(s.nz_value.chunks_exact(inp));
-            for (i, ((index, value), &count)) in places.zip(&s.counts[..batch.div_ceil(2)]).enumerate() {
-                for (&k, v) in index[..count].iter().zip(&value[..count]) {
-                    for (e, v) in v.iter().enumerate() {
-                        let n = 2 * i + e;
-                        columns[k as usize * words + n / 64] |= u64::from(*v != T::ZERO) << (n % 64);
-                    }
-                }
-            }
+            mark_nonzero(x, inp, columns);
             let columns = &s.columns[..inp * words];
             let spare = &mut s.spare[..out];
             grad_sparse_pairs(
@@ -402,7 +429,6 @@ impl<T: Real> Linear<T> {
                 out,
                 spare,
                 columns,
-                words,
                 x,
                 dy_rows,
             );

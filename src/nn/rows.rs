@@ -40,6 +40,25 @@ pub trait RowKernel: Copy {
         n: usize,
     ) where
         I: Iterator<Item = (usize, [Self; R])> + Clone;
+
+    /// Bit `k % 64` of `bits[k / 64]` is set when `a[k]` or `b[k]` is nonzero (NaN
+    /// counts as nonzero), for `k < a.len()`; the other bits are cleared.
+    ///
+    /// # Panics
+    /// When `b` is shorter than `a`, or `bits` holds fewer than `a.len()` bits.
+    fn nonzero_bits(a: &[Self], b: &[Self], bits: &mut [u64]);
+}
+
+/// The portable [`RowKernel::nonzero_bits`].
+fn nonzero_bits_portable<T: Real>(a: &[T], b: &[T], bits: &mut [u64]) {
+    assert!(
+        b.len() >= a.len() && bits.len() * 64 >= a.len(),
+        "nonzero_bits: short operands"
+    );
+    bits.fill(0);
+    for (k, (&u, &v)) in a.iter().zip(b).enumerate() {
+        bits[k / 64] |= u64::from(u != T::ZERO || v != T::ZERO) << (k % 64);
+    }
 }
 
 /// For each `r < R`: `c[r][..n] = init + Σ v[r] · b[p·ldb ..][..n]` over the terms
@@ -135,9 +154,27 @@ impl RowKernel for f64 {
     {
         portable(terms, b, ldb, init, c, n);
     }
+
+    fn nonzero_bits(a: &[f64], b: &[f64], bits: &mut [u64]) {
+        nonzero_bits_portable(a, b, bits);
+    }
 }
 
 impl RowKernel for f32 {
+    fn nonzero_bits(a: &[f32], b: &[f32], bits: &mut [u64]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            assert!(
+                b.len() >= a.len() && bits.len() * 64 >= a.len(),
+                "nonzero_bits: short operands"
+            );
+            // SAFETY: the CPU has AVX-512F (checked above), and the lengths are checked.
+            unsafe { avx512::nonzero_bits(a, b, bits) };
+            return;
+        }
+        nonzero_bits_portable(a, b, bits);
+    }
+
     fn combine_rows<const R: usize, I>(
         terms: I,
         b: &[f32],
@@ -182,6 +219,41 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{row_out_of_range, rows_in};
+
+    /// [`RowKernel::nonzero_bits`](super::RowKernel::nonzero_bits), 16 values per
+    /// comparison.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `b.len() >= a.len()` and `bits` holds at least
+    /// `a.len()` bits.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn nonzero_bits(a: &[f32], b: &[f32], bits: &mut [u64]) {
+        let n = a.len();
+        let zero = _mm512_setzero_ps();
+        for (w, word) in bits.iter_mut().enumerate() {
+            let mut m = 0u64;
+            for q in 0..4 {
+                let start = w * 64 + q * 16;
+                if start >= n {
+                    break;
+                }
+                let left = n - start;
+                let mask: __mmask16 = if left >= 16 { 0xffff } else { (1u16 << left) - 1 };
+                // SAFETY: the mask keeps both loads inside `a[..n]` and `b[..n]`.
+                let (va, vb) = unsafe {
+                    (
+                        _mm512_maskz_loadu_ps(mask, a.as_ptr().add(start)),
+                        _mm512_maskz_loadu_ps(mask, b.as_ptr().add(start)),
+                    )
+                };
+                // Unordered: NaN counts as nonzero, as `v != 0.0` does.
+                let nz = _mm512_mask_cmp_ps_mask::<_CMP_NEQ_UQ>(mask, va, zero)
+                    | _mm512_mask_cmp_ps_mask::<_CMP_NEQ_UQ>(mask, vb, zero);
+                m |= u64::from(nz) << (16 * q);
+            }
+            *word = m;
+        }
+    }
 
     /// `n` outputs (`16 * (NV - 1) < n <= 16 * NV`) of `R` rows, starting at column
     /// `col` of `b`, held in `NV` registers per row; the last register is masked to
@@ -264,13 +336,27 @@ pub fn transpose<T: Copy>(a: &[T], rows: usize, cols: usize, lda: usize, at: &mu
         a.len(),
         at.len()
     );
-    // Tiles of 16 x 16 keep both sides in cache lines already loaded.
+    // Tiles of 16 x 16 through a local array: each side is read or written as
+    // contiguous runs (one bounds check per run), and the transposition itself happens
+    // in registers or L1 at fixed indices.
     const TILE: usize = 16;
+    let mut tile = [[a[0]; TILE]; TILE];
     for r0 in (0..rows).step_by(TILE) {
+        let nr = TILE.min(rows - r0);
         for c0 in (0..cols).step_by(TILE) {
-            for r in r0..rows.min(r0 + TILE) {
-                for c in c0..cols.min(c0 + TILE) {
-                    at[c * ldat + r] = a[r * lda + c];
+            let nc = TILE.min(cols - c0);
+            for r in 0..nr {
+                let src = &a[(r0 + r) * lda + c0..][..nc];
+                for (c, &v) in src.iter().enumerate() {
+                    tile[c][r] = v;
+                }
+            }
+            for (c, t) in tile[..nc].iter().enumerate() {
+                let dst = &mut at[(c0 + c) * ldat + r0..][..nr];
+                // A whole tile row is a fixed-size move, not a call to `memcpy`.
+                match <&mut [T; TILE]>::try_from(&mut *dst) {
+                    Ok(full) => *full = *t,
+                    Err(_) => dst.copy_from_slice(&t[..nr]),
                 }
             }
         }
@@ -385,6 +471,27 @@ mod tests {
                             .sum::<f64>();
                     assert!((f64::from(got) - want).abs() < 1e-5, "n = {n}, j = {j}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn nonzero_bits_match_the_portable_ones() {
+        for n in [1, 15, 16, 17, 63, 64, 65, 100, 784] {
+            let a: Vec<f32> = (0..n).map(|k| if k % 3 == 0 { k as f32 } else { 0.0 }).collect();
+            let mut b: Vec<f32> = (0..n).map(|k| if k % 5 == 1 { -1.0 } else { 0.0 }).collect();
+            b[n - 1] = f32::NAN;
+            let words = n.div_ceil(64);
+            let (mut fast, mut slow) = (vec![u64::MAX; words], vec![u64::MAX; words]);
+            f32::nonzero_bits(&a, &b, &mut fast);
+            nonzero_bits_portable(&a, &b, &mut slow);
+            assert_eq!(fast, slow, "n = {n}");
+            for k in 0..n {
+                let set = fast[k / 64] >> (k % 64) & 1 == 1;
+                assert_eq!(set, a[k] != 0.0 || b[k] != 0.0, "n = {n}, k = {k}");
+            }
+            if n % 64 != 0 {
+                assert_eq!(fast[words - 1] >> (n % 64), 0, "bits past n = {n}");
             }
         }
     }
