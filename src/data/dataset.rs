@@ -124,6 +124,20 @@ impl Dataset {
         })
     }
 
+    /// The first `n` examples (all of them when `n >= len()`), as a new data set.
+    pub fn prefix(&self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        let values = ..n * self.dim;
+        Dataset {
+            features: match &self.features {
+                Features::Bytes(v) => Features::Bytes(v[values].to_vec()),
+                Features::Floats(v) => Features::Floats(v[values].to_vec()),
+            },
+            labels: self.labels[..n].to_vec(),
+            ..*self
+        }
+    }
+
     /// Records that each example is a `rows × cols` image; `rows * cols` must be `dim`.
     pub(super) fn with_image_shape(mut self, rows: usize, cols: usize) -> Self {
         debug_assert_eq!(rows.checked_mul(cols), Some(self.dim));
@@ -308,6 +322,16 @@ pub(super) fn first_invalid_label(labels: &[u8], num_classes: usize) -> Option<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_keeps_the_first_examples() {
+        let data = Dataset::new(vec![1u8, 2, 3, 4, 5, 6], vec![0, 2, 1], 2, 3).unwrap();
+        let two = data.prefix(2);
+        assert_eq!((two.len(), two.dim(), two.num_classes()), (2, 2, 3));
+        assert_eq!(two.features(), &Features::Bytes(vec![1, 2, 3, 4]));
+        assert_eq!(two.labels(), &[0, 2]);
+        assert_eq!(data.prefix(10), data);
+    }
 
     #[test]
     fn bytes_become_correctly_rounded_quotients() {

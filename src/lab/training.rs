@@ -1,17 +1,18 @@
 //! The experiments that train the paper's network: `paper-fig1`, `learning-rate`,
 //! `initialization`, `regularization` and `placement`, and the run loop they share.
 
+use std::error::Error;
+
 use indicatif::ProgressBar;
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use super::plot::{LineChart, Series, SeriesStyle};
 use super::report::Section;
 use super::stats::{fmt, percentile};
 use super::{Ctx, LabError, fail};
-use crate::data::{Dataset, Split};
-use crate::nn::{ActivationKind, BnPlacement, Init, Layer, LossKind, Network, NetworkSpec, Sgd, SgdConfig};
+use crate::data::Split;
+use crate::nn::{ActivationKind, BnPlacement, Init, Layer, Network, NetworkSpec, SgdConfig};
+use crate::train::{Evaluation, Observer, Outcome, TrainConfig, TrainError, Trainer};
 
 /// One training run's settings.
 #[derive(Clone, Debug)]
@@ -57,86 +58,102 @@ impl Curve {
     }
 }
 
-/// Trains `cfg` on `data` with plain SGD and random mini-batches drawn as the paper
-/// does, evaluating every `eval_every` steps; `observe(step, net)` runs after each
-/// evaluation. A non-finite loss or activation ends the run as diverged.
+/// Feeds a [`Curve`] and the progress bar from a [`Trainer`] run, and hands each
+/// evaluated network (a copy, so that it may run forward passes) to the experiment.
+struct CurveObserver<'a, F> {
+    curve: Curve,
+    eval_train: bool,
+    bar: &'a ProgressBar,
+    observe: F,
+}
+
+impl<F> Observer<f32> for CurveObserver<'_, F>
+where
+    F: FnMut(usize, &mut Network<f32>) -> Result<(), LabError>,
+{
+    fn after_step(&mut self, _step: u64, _loss: f64, _network: &Network<f32>) {
+        self.bar.inc(1);
+    }
+
+    fn on_eval(
+        &mut self,
+        eval: &Evaluation,
+        network: &Network<f32>,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        // The evaluation before the first step is not a point of the curves.
+        if eval.step == 0 {
+            return Ok(());
+        }
+        let c = &mut self.curve;
+        c.steps.push(eval.step as f64);
+        c.test_acc.push(eval.test_accuracy);
+        c.train_loss.push(eval.train_loss);
+        if self.eval_train {
+            c.train_acc.push(eval.train_accuracy.unwrap_or(f64::NAN));
+        }
+        self.bar.set_message(format!("acc {:.3}", eval.test_accuracy));
+        (self.observe)(eval.step as usize, &mut network.clone()).map_err(|e| Box::new(e) as _)
+    }
+}
+
+/// Trains `cfg` on `data` with the project's [`Trainer`] (plain SGD, random mini-batches
+/// drawn as the paper does), evaluating every `eval_every` steps; `observe(step, net)`
+/// runs after each evaluation. A non-finite loss or activation ends the run as diverged.
 pub(crate) fn train_run(
     experiment: &'static str,
     cfg: &RunConfig,
     data: &Split,
     bar: &ProgressBar,
-    mut observe: impl FnMut(usize, &mut Network<f32>) -> Result<(), LabError>,
+    observe: impl FnMut(usize, &mut Network<f32>) -> Result<(), LabError>,
 ) -> Result<Curve, LabError> {
     let err = fail(experiment);
-    let mut net = Network::<f32>::new(&cfg.spec, cfg.batch.max(1000), cfg.seed).map_err(|e| err(&e))?;
-    let mut sgd = Sgd::new(
-        SgdConfig {
+    let subset;
+    let data = match cfg.train_subset {
+        Some(n) if n < data.train.len() => {
+            subset = Split {
+                train: data.train.prefix(n),
+                test: data.test.clone(),
+            };
+            &subset
+        }
+        _ => data,
+    };
+    let config = TrainConfig {
+        steps: cfg.steps as u64,
+        batch_size: cfg.batch,
+        sgd: SgdConfig {
             lr: cfg.lr,
             ..SgdConfig::default()
         },
-        &net,
-    )
-    .map_err(|e| err(&e))?;
-    let train = &data.train;
-    let n = cfg.train_subset.unwrap_or(train.len()).min(train.len());
-    let dim = train.dim();
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_ba7c);
-    let mut labels = vec![0u8; cfg.batch];
-    let mut curve = Curve::default();
-    let eval_train_n = n.min(10_000);
-    let mut loss_sum = 0.0;
-    let mut loss_count = 0usize;
-    for step in 1..=cfg.steps {
-        let input = net.input_mut(cfg.batch).map_err(|e| err(&e))?;
-        for (row, label) in input.chunks_exact_mut(dim).zip(labels.iter_mut()) {
-            let i = rng.random_range(0..n);
-            train.copy_example(i, row);
-            *label = train.labels()[i];
+        seed: cfg.seed,
+        eval_every: cfg.eval_every as u64,
+        train_eval_size: if cfg.eval_train { 10_000 } else { 0 },
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::<f32>::new(&cfg.spec, config).map_err(|e| err(&e))?;
+    let mut watch = CurveObserver {
+        curve: Curve::default(),
+        eval_train: cfg.eval_train,
+        bar,
+        observe,
+    };
+    let summary = match trainer.run(data, &mut watch) {
+        Ok(summary) => summary,
+        // The experiment's own error, passed through the trainer.
+        Err(TrainError::Observer(e)) => {
+            return Err(match e.downcast::<LabError>() {
+                Ok(e) => *e,
+                Err(e) => err(&e),
+            });
         }
-        // A refused forward (non-finite activations reaching BN) is divergence too.
-        let forward = net.forward_filled(cfg.batch).map(|_| ());
-        let loss = forward.and_then(|_| net.loss_backward(&labels, LossKind::CrossEntropy));
-        match loss {
-            Ok(l) if l.is_finite() => {
-                loss_sum += l;
-                loss_count += 1;
-            }
-            _ => {
-                curve.diverged_at = Some(step);
-                bar.inc((cfg.steps - step + 1) as u64);
-                return Ok(curve);
-            }
-        }
-        sgd.step(&mut net);
-        if step % cfg.eval_every == 0 || step == cfg.steps {
-            let test = evaluate(&mut net, &data.test, data.test.len(), experiment)?;
-            curve.steps.push(step as f64);
-            curve.test_acc.push(test);
-            curve.train_loss.push(loss_sum / loss_count.max(1) as f64);
-            (loss_sum, loss_count) = (0.0, 0);
-            if cfg.eval_train {
-                curve
-                    .train_acc
-                    .push(evaluate(&mut net, train, eval_train_n, experiment)?);
-            }
-            observe(step, &mut net)?;
-            bar.set_message(format!("acc {test:.3}"));
-        }
-        bar.inc(1);
+        Err(e) => return Err(err(&e)),
+    };
+    let mut curve = watch.curve;
+    if let Outcome::Diverged { step, .. } = summary.outcome {
+        curve.diverged_at = Some(step as usize);
+        bar.inc(cfg.steps.saturating_sub(step as usize - 1) as u64);
     }
     Ok(curve)
-}
-
-/// Accuracy on the first `n` examples of `set`, in evaluation mode.
-fn evaluate(
-    net: &mut Network<f32>,
-    set: &Dataset,
-    n: usize,
-    experiment: &'static str,
-) -> Result<f64, LabError> {
-    net.evaluate(set, n, LossKind::CrossEntropy)
-        .map(|r| r.accuracy)
-        .map_err(|e| fail(experiment)(&e))
 }
 
 /// The paper's network (784-100-100-100-10, sigmoid) with the given placement.
