@@ -231,3 +231,75 @@ fn fast_kernels_match_plain_reference() {
         }
     }
 }
+
+/// Distance of `got` from the exact `want` in units of the f32 spacing at `want`, after
+/// allowing `slack` of absolute error.
+fn f32_ulps(got: f64, want: f64, slack: f64) -> f64 {
+    let err = ((got - want).abs() - slack).max(0.0);
+    let ulp = f64::from((want as f32).abs().next_up() - (want as f32).abs());
+    err / ulp
+}
+
+/// The f32 column traversal (`[N, C]` and channels-last tensors), which folds a channel's
+/// center into its shift when every mean is within 2^20 standard deviations of zero,
+/// stays within one f32 ulp of the exact result, on both sides of that bound, besides an
+/// absolute slack for outputs near zero: `dx` sums terms that cancel, and an f64 mean far
+/// from zero carries an error of about `2^-52 * |mean|`, so each output may also be off by
+/// `2^-40` of its largest value, or `2^-50 * max_z` of it for means `max_z` standard
+/// deviations away.
+#[test]
+fn f32_column_traversal_stays_within_an_ulp() {
+    let mut rng = TestRng::new(11);
+    let cases: Vec<(Vec<usize>, Layout, f64)> = vec![
+        (vec![300, 37], Layout::ChannelsFirst, 1e3),
+        (vec![64, 2000], Layout::ChannelsFirst, 1e5),
+        (vec![3, 5, 7, 11], Layout::ChannelsLast, 1e4),
+        // Past the bound: one channel's mean is 1e7 standard deviations from zero.
+        (vec![300, 37], Layout::ChannelsFirst, 1e7),
+        (vec![4, 9, 6, 13], Layout::ChannelsLast, 1e7),
+    ];
+    for (shape, layout, max_z) in cases {
+        let c = shape[layout.channel_axis(shape.len())];
+        let len: usize = shape.iter().product();
+        let offsets: Vec<f64> = (0..c)
+            .map(|i| max_z * (i as f64 / (c - 1) as f64) * rng.normal().signum())
+            .collect();
+        let channel = common::channel_of(&shape, layout);
+        let x: Vec<f64> = (0..len)
+            .map(|i| f64::from((offsets[channel[i]] + rng.normal()) as f32))
+            .collect();
+        let dy: Vec<f64> = rng.normals(len).iter().map(|&v| f64::from(v as f32)).collect();
+        let (y, dx) = run_f32(&x, &dy, &shape, layout, c);
+        let (ry, rdx, _, _) = reference_train(&x, &dy, &shape, layout, &vec![1.0; c], &vec![0.0; c], 1e-5);
+        let slack = |r: &[f64]| {
+            r.iter().fold(0.0f64, |m, v| m.max(v.abs())) * 2f64.powi(-40).max(2f64.powi(-50) * max_z)
+        };
+        let (y_slack, dx_slack) = (slack(&ry), slack(&rdx));
+        for i in 0..len {
+            let (ey, edx) = (f32_ulps(y[i], ry[i], y_slack), f32_ulps(dx[i], rdx[i], dx_slack));
+            assert!(
+                ey <= 1.0 && edx <= 1.0,
+                "{shape:?} {layout:?} max z {max_z}, element {i}: y {ey:.2} ulp, dx {edx:.2} ulp"
+            );
+        }
+    }
+}
+
+/// A constant channel far from zero (its mean is 3e11 standard deviations away, with the
+/// eps of the variance) is normalized to exactly beta in the f32 column traversal: the
+/// center is not folded into the shift there, so `x - mean` is exactly zero.
+#[test]
+fn f32_constant_channel_far_from_zero_gives_exactly_beta() {
+    let (n, c) = (64, 5);
+    let x: Vec<f32> = (0..n * c)
+        .map(|i| if i % c == 2 { 1e9 } else { (i % 7) as f32 })
+        .collect();
+    let beta = [0.1f32, -0.2, 0.7, 1.5, 0.0];
+    let mut bn = BatchNorm::<f32>::new(BatchNormConfig::new(c)).unwrap();
+    bn.set_affine(&[1.0; 5], &beta).unwrap();
+    let mut y = vec![0.0f32; n * c];
+    bn.forward(&x, &[n, c], Layout::ChannelsFirst, &mut y).unwrap();
+    for row in y.chunks_exact(c) {
+        assert_eq!(row[2], beta[2]);
+    }
+}

@@ -65,6 +65,15 @@ const STREAM_MIN_BYTES: usize = 16 << 20;
 const TILE: usize = 1024;
 /// Bytes per cache line.
 const LINE_BYTES: usize = 64;
+/// Runs of the element-wise passes are split at multiples of this many elements from
+/// the start of their row or segment, so that their vector loops start in phase with the
+/// row (and the per-column coefficients) whatever the offset of a streamed tile.
+const RUN_ALIGN: usize = 8;
+/// The largest `|mean| / std` of a channel for which the `f32` element-wise passes of the
+/// column traversal fold the center into the shift (see [`Float::FOLD_CENTER`]): the
+/// folded form's extra rounding error is at most about `4 * 2^-53 * 2^20 = 2^-31` of the
+/// output's scale, against `2^-24` for the final rounding to `f32`.
+const FOLD_MAX_Z: f64 = (1u64 << 20) as f64;
 
 /// How a tensor's elements group into channels (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,13 +180,23 @@ pub(crate) struct Workspace {
     columns: Vec<f64>,
     p: Vec<f64>,
     q: Vec<f64>,
+    folded: Vec<f64>,
 }
 
-/// Per-channel coefficients of an element-wise pass: `(x - center) * scale + shift`.
+/// Per-channel coefficients of an element-wise pass: `(x - center) * scale + shift`, or
+/// `x * scale + shift` when the center is `None` (folded into the shift).
 pub(crate) struct Coefficients<'a> {
-    pub center: &'a [f64],
+    pub center: Option<&'a [f64]>,
     pub scale: &'a [f64],
     pub shift: &'a [f64],
+}
+
+/// Whether the element-wise passes fold the center into the shift (see
+/// [`Float::FOLD_CENTER`]): for `f32`, in the column traversal, whose coefficients are
+/// read per element, and when every channel's mean is within [`FOLD_MAX_Z`] standard
+/// deviations of zero (never with a non-finite statistic).
+fn folds<T: Float>(g: Geometry, mean: &[f64], inv_std: &[f64]) -> bool {
+    T::FOLD_CENTER && !g.segmented() && mean.iter().zip(inv_std).all(|(m, i)| (m * i).abs() <= FOLD_MAX_Z)
 }
 
 /// What the backward pass takes per channel, besides the tensors.
@@ -298,6 +317,23 @@ fn block_moments<T: Float>(block: &[T], g: Geometry, out: &mut [f64]) {
     }
 }
 
+/// Rows of the column traversal's reductions added together before their sum meets the
+/// per-column accumulator: a quarter of the loads and stores of accumulators in L1.
+const ROW_GROUP: usize = 4;
+
+/// Calls `f(rows, n)` for `0..count` rows, [`ROW_GROUP`] at a time (`n == ROW_GROUP`),
+/// then the remaining ones one at a time (`n == 1`, the row repeated in every slot).
+#[inline(always)]
+fn row_groups(count: usize, mut f: impl FnMut([usize; ROW_GROUP], usize)) {
+    let whole = count - count % ROW_GROUP;
+    for first in (0..whole).step_by(ROW_GROUP) {
+        f(std::array::from_fn(|r| first + r), ROW_GROUP);
+    }
+    for row in whole..count {
+        f([row; ROW_GROUP], 1);
+    }
+}
+
 /// The column traversal of [`block_moments`], in panels of `N` columns.
 #[inline(always)]
 fn column_moments<T: Float, const N: usize>(block: &[T], width: usize, mean: &mut [f64], m2: &mut [f64]) {
@@ -305,20 +341,39 @@ fn column_moments<T: Float, const N: usize>(block: &[T], width: usize, mean: &mu
     for cols in panels(width, N) {
         let (mut mean_p, mut m2_p) = (Panel::<N>::zeros(), Panel::<N>::zeros());
         let (mean_p, m2_p) = (&mut mean_p.0[..cols.len()], &mut m2_p.0[..cols.len()]);
-        for row in block.chunks_exact(width) {
-            for (m, v) in mean_p.iter_mut().zip(&row[cols.clone()]) {
-                *m += v.to_f64();
+        let count = block.len() / width;
+        let row = |r: usize| &block[r * width..][cols.clone()];
+        row_groups(count, |rows, n| {
+            let [r0, r1, r2, r3] = rows.map(row);
+            if n == ROW_GROUP {
+                for (j, m) in mean_p.iter_mut().enumerate() {
+                    *m += (r0[j].to_f64() + r1[j].to_f64()) + (r2[j].to_f64() + r3[j].to_f64());
+                }
+            } else {
+                for (m, v) in mean_p.iter_mut().zip(r0) {
+                    *m += v.to_f64();
+                }
             }
-        }
+        });
         for m in mean_p.iter_mut() {
             *m *= inv;
         }
-        for row in block.chunks_exact(width) {
-            for ((s, m), v) in m2_p.iter_mut().zip(mean_p.iter()).zip(&row[cols.clone()]) {
+        row_groups(count, |rows, n| {
+            let [r0, r1, r2, r3] = rows.map(row);
+            let sq = |v: &T, m: f64| {
                 let d = v.to_f64() - m;
-                *s += d * d;
+                d * d
+            };
+            if n == ROW_GROUP {
+                for (j, (s, &m)) in m2_p.iter_mut().zip(mean_p.iter()).enumerate() {
+                    *s += (sq(&r0[j], m) + sq(&r1[j], m)) + (sq(&r2[j], m) + sq(&r3[j], m));
+                }
+            } else {
+                for ((s, &m), v) in m2_p.iter_mut().zip(mean_p.iter()).zip(r0) {
+                    *s += sq(v, m);
+                }
             }
-        }
+        });
         mean[cols.clone()].copy_from_slice(mean_p);
         m2[cols].copy_from_slice(m2_p);
     }
@@ -412,7 +467,8 @@ fn block_affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients
         write_block(y, stream, |offset, out| {
             for_each_run(offset, out.len(), g.inner, |seg, cols, at| {
                 let c = seg % g.channels;
-                let (m, a, b) = (center[c], scale[c], shift[c]);
+                // Subtracting a folded center of 0.0 is exact.
+                let (m, a, b) = (center.map_or(0.0, |m| m[c]), scale[c], shift[c]);
                 let xs = &x[seg * g.inner..][cols.clone()];
                 for (o, v) in out[at..at + cols.len()].iter_mut().zip(xs) {
                     *o = T::from_f64((v.to_f64() - m) * a + b);
@@ -423,16 +479,24 @@ fn block_affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients
         let width = g.row_len();
         let mut buf = [(); 3].map(|_| Panel::<NARROW_PANEL_COLS>::zeros());
         let [b0, b1, b2] = &mut buf;
-        let (center, scale, shift) = (b0.aligned(&center[..width]), b1.aligned(scale), b2.aligned(shift));
+        let center = center.map(|m| b0.aligned(&m[..width]));
+        let (scale, shift) = (b1.aligned(&scale[..width]), b2.aligned(&shift[..width]));
         write_block(y, stream, |offset, out| {
             for_each_run(offset, out.len(), width, |row, cols, at| {
                 let xr = &x[row * width..][cols.clone()];
-                let coefs = center[cols.clone()]
-                    .iter()
-                    .zip(&scale[cols.clone()])
-                    .zip(&shift[cols.clone()]);
-                for ((o, v), ((m, a), b)) in out[at..at + cols.len()].iter_mut().zip(xr).zip(coefs) {
-                    *o = T::from_f64((v.to_f64() - m) * a + b);
+                let out = out[at..at + cols.len()].iter_mut().zip(xr);
+                let coefs = scale[cols.clone()].iter().zip(&shift[cols.clone()]);
+                match center {
+                    Some(center) => {
+                        for ((o, v), (m, (a, b))) in out.zip(center[cols].iter().zip(coefs)) {
+                            *o = T::from_f64((v.to_f64() - m) * a + b);
+                        }
+                    }
+                    None => {
+                        for ((o, v), (a, b)) in out.zip(coefs) {
+                            *o = T::from_f64(v.to_f64() * a + b);
+                        }
+                    }
                 }
             });
         });
@@ -465,7 +529,8 @@ fn block_grad_input<T: Float>(
         write_block(dx, stream, |offset, out| {
             for_each_run(offset, out.len(), g.inner, |seg, cols, at| {
                 let c = seg % g.channels;
-                let (kc, m, pc, qc) = (k[c], center[c], p[c], q[c]);
+                // Subtracting a folded center of 0.0 is exact.
+                let (kc, m, pc, qc) = (k[c], center.map_or(0.0, |m| m[c]), p[c], q[c]);
                 let (xs, gs) = (
                     &x[seg * g.inner..][cols.clone()],
                     &dy[seg * g.inner..][cols.clone()],
@@ -479,19 +544,24 @@ fn block_grad_input<T: Float>(
         let width = g.row_len();
         let mut buf = [(); 4].map(|_| Panel::<NARROW_PANEL_COLS>::zeros());
         let [b0, b1, b2, b3] = &mut buf;
-        let (k, center) = (b0.aligned(&k[..width]), b1.aligned(&center[..width]));
+        let (k, center) = (b0.aligned(&k[..width]), center.map(|m| b1.aligned(&m[..width])));
         let (p, q) = (b2.aligned(&p[..width]), b3.aligned(&q[..width]));
         write_block(dx, stream, |offset, out| {
             for_each_run(offset, out.len(), width, |row, cols, at| {
                 let (xr, gr) = (&x[row * width..][cols.clone()], &dy[row * width..][cols.clone()]);
-                let coefs = k[cols.clone()]
-                    .iter()
-                    .zip(&center[cols.clone()])
-                    .zip(&p[cols.clone()])
-                    .zip(&q[cols.clone()]);
+                let coefs = k[cols.clone()].iter().zip(&p[cols.clone()]).zip(&q[cols.clone()]);
                 let outs = out[at..at + cols.len()].iter_mut().zip(xr).zip(gr);
-                for (((o, v), d), (((kc, m), pc), qc)) in outs.zip(coefs) {
-                    *o = T::from_f64(kc * d.to_f64() + ((v.to_f64() - m) * pc + qc));
+                match center {
+                    Some(center) => {
+                        for ((((o, v), d), m), ((kc, pc), qc)) in outs.zip(&center[cols]).zip(coefs) {
+                            *o = T::from_f64(kc * d.to_f64() + ((v.to_f64() - m) * pc + qc));
+                        }
+                    }
+                    None => {
+                        for (((o, v), d), ((kc, pc), qc)) in outs.zip(coefs) {
+                            *o = T::from_f64(kc * d.to_f64() + (v.to_f64() * pc + qc));
+                        }
+                    }
                 }
             });
         });
@@ -501,13 +571,19 @@ fn block_grad_input<T: Float>(
 /// Splits the elements `offset..offset + len` of a block into pieces that stay within one
 /// run of `run_len` elements (a segment or a row), and calls `f(run, within, at)` for each:
 /// the run's index in the block, the piece's range within the run, and its position in
-/// `0..len`.
+/// `0..len`. A piece that starts off a multiple of [`RUN_ALIGN`] within its run ends at
+/// the next one, so that the vectorized loops over the pieces stay in phase with the run.
 #[inline(always)]
 fn for_each_run(offset: usize, len: usize, run_len: usize, mut f: impl FnMut(usize, Range<usize>, usize)) {
     let (mut at, end) = (offset, offset + len);
     while at < end {
         let (run, start) = (at / run_len, at % run_len);
-        let stop = run_len.min(start + end - at);
+        let aligned_end = if start.is_multiple_of(RUN_ALIGN) {
+            run_len
+        } else {
+            start.next_multiple_of(RUN_ALIGN)
+        };
+        let stop = aligned_end.min(run_len).min(start + end - at);
         f(run, start..stop, at - offset);
         at += stop - start;
     }
@@ -670,9 +746,9 @@ fn for_each_chunk<T: Send>(parallel: bool, out: &mut [T], size: usize, f: impl F
 }
 
 /// The per-column form of per-channel vectors for the column traversal (each value
-/// repeated `inner` times), written one after another into `columns`; segmented
-/// traversals, and column traversals with `inner == 1`, use the per-channel vectors as
-/// they are.
+/// repeated `inner` times; an empty vector stays empty), written one after another into
+/// `columns`; segmented traversals, and column traversals with `inner == 1`, use the
+/// per-channel vectors as they are.
 fn column_form<'a, const N: usize>(
     g: Geometry,
     per_channel: [&'a [f64]; N],
@@ -683,12 +759,13 @@ fn column_form<'a, const N: usize>(
         return per_channel;
     }
     columns.clear();
-    for values in per_channel {
+    let mut ends = [0; N];
+    for (values, end) in per_channel.iter().zip(&mut ends) {
         columns.extend(values.iter().flat_map(|&v| std::iter::repeat_n(v, g.inner)));
+        *end = columns.len();
     }
     let columns: &'a [f64] = columns;
-    let width = g.row_len();
-    std::array::from_fn(|i| &columns[i * width..(i + 1) * width])
+    std::array::from_fn(|i| &columns[if i == 0 { 0 } else { ends[i - 1] }..ends[i]])
 }
 
 /// Per-channel means and biased variances of `x`, written into `mean` and `var`.
@@ -740,11 +817,30 @@ pub(crate) fn moments<T: Float>(
     }
 }
 
-/// `y = (x - center[c]) * scale[c] + shift[c]`, element-wise.
-pub(crate) fn affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients, ws: &mut Workspace) {
-    let cols = column_form(g, [coef.center, coef.scale, coef.shift], &mut ws.columns);
+/// `y = (x - center[c]) * scale[c] + shift[c]`, element-wise (`x * scale[c] + shift[c]`
+/// without a center). `inv_std` is the channel's `1 / sqrt(var + eps)` for the statistics
+/// whose mean is the center, which decides whether the center is folded into the shift
+/// (see [`folds`]).
+pub(crate) fn affine<T: Float>(
+    x: &[T],
+    y: &mut [T],
+    g: Geometry,
+    coef: &Coefficients,
+    inv_std: &[f64],
+    ws: &mut Workspace,
+) {
+    let (center, shift) = match coef.center {
+        Some(center) if folds::<T>(g, center, inv_std) => {
+            ws.folded.clear();
+            let folded = center.iter().zip(coef.scale).zip(coef.shift);
+            ws.folded.extend(folded.map(|((m, a), b)| b - m * a));
+            (None, &ws.folded[..])
+        }
+        center => (center, coef.shift),
+    };
+    let cols = column_form(g, [center.unwrap_or(&[]), coef.scale, shift], &mut ws.columns);
     let coef = Coefficients {
-        center: cols[0],
+        center: center.map(|_| cols[0]),
         scale: cols[1],
         shift: cols[2],
     };
@@ -771,16 +867,17 @@ pub(crate) fn backward<T: Float>(
 ) {
     grad_sums(x, dy, g, stats.mean, ws, sdy, sdyxc);
     let m = g.per_channel() as f64;
+    let fold = folds::<T>(g, stats.mean, stats.inv_std);
     ws.p.clear();
     ws.q.clear();
     for c in 0..g.channels {
         let (p, q) = stats.dx_terms(c, sdy[c], sdyxc[c], m);
         ws.p.push(p);
-        ws.q.push(q);
+        ws.q.push(if fold { q - stats.mean[c] * p } else { q });
     }
     let cols = column_form(g, [stats.scale, stats.mean, &ws.p, &ws.q], &mut ws.columns);
     let coef = Coefficients {
-        center: cols[1],
+        center: (!fold).then_some(cols[1]),
         scale: cols[2],
         shift: cols[3],
     };
@@ -831,7 +928,8 @@ mod tests {
     use super::*;
 
     /// Streamed and in-place writes of a block give the same bits, for outputs starting
-    /// at every offset within a cache line and lengths that end anywhere in one.
+    /// at every offset within a cache line and lengths that end anywhere in one, with the
+    /// center subtracted and folded.
     #[test]
     fn streamed_blocks_equal_in_place_ones() {
         let geometries = [
@@ -859,12 +957,15 @@ mod tests {
             let dy: Vec<f32> = (0..len).map(|i| ((i * 31) % 997) as f32 * 0.001 - 0.5).collect();
             let per_column = |k: f64| (0..g.columns()).map(|j| k + j as f64 * 0.37).collect::<Vec<_>>();
             let [center, scale, shift, k] = [0.1, 1.3, -0.7, 0.9].map(per_column);
-            let coef = Coefficients {
-                center: &center,
-                scale: &scale,
-                shift: &shift,
-            };
-            for offset in 0..16 {
+            for (center, offset) in [Some(&center[..]), None]
+                .into_iter()
+                .flat_map(|m| (0..16).map(move |o| (m, o)))
+            {
+                let coef = Coefficients {
+                    center,
+                    scale: &scale,
+                    shift: &shift,
+                };
                 let mut streamed = vec![0.0f32; len + offset];
                 let mut in_place = vec![0.0f32; len + offset];
                 block_affine(&x, &mut streamed[offset..], g, &coef, true);

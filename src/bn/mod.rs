@@ -473,11 +473,11 @@ impl<T: Float> BatchNorm<T> {
             s.d.resize(c, 0.0);
         }
         let coef = Coefficients {
-            center: &s.a,
+            center: Some(&s.a),
             scale: &s.c,
             shift: &s.d,
         };
-        kernels::affine(x, y, g, &coef, &mut s.ws);
+        kernels::affine(x, y, g, &coef, &s.b, &mut s.ws);
 
         if self.training && self.config.track_running_stats {
             self.num_batches_tracked += 1;
