@@ -39,7 +39,7 @@ pub struct BenchArgs {
     /// Threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Time spent on each op, in milliseconds (after warm-up; at least 10 repetitions).
+    /// Time spent on each op, in milliseconds (at least 10 repetitions).
     #[arg(long, default_value_t = 400)]
     budget_ms: u64,
     /// Also write one JSON object per row to this file (`-` for standard output).
