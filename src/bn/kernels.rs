@@ -321,59 +321,60 @@ fn block_moments<T: Float>(block: &[T], g: Geometry, out: &mut [f64]) {
 /// per-column accumulator: a quarter of the loads and stores of accumulators in L1.
 const ROW_GROUP: usize = 4;
 
-/// Calls `f(rows, n)` for `0..count` rows, [`ROW_GROUP`] at a time (`n == ROW_GROUP`),
-/// then the remaining ones one at a time (`n == 1`, the row repeated in every slot).
-#[inline(always)]
-fn row_groups(count: usize, mut f: impl FnMut([usize; ROW_GROUP], usize)) {
-    let whole = count - count % ROW_GROUP;
-    for first in (0..whole).step_by(ROW_GROUP) {
-        f(std::array::from_fn(|r| first + r), ROW_GROUP);
-    }
-    for row in whole..count {
-        f([row; ROW_GROUP], 1);
-    }
-}
-
 /// The column traversal of [`block_moments`], in panels of `N` columns.
+///
+/// The loops are written out, without closures: a closure that the compiler does not
+/// inline is compiled for the baseline target, not for the SIMD target of the
+/// multiversioned function that calls this one (measured: the second pass ran in SSE2).
 #[inline(always)]
 fn column_moments<T: Float, const N: usize>(block: &[T], width: usize, mean: &mut [f64], m2: &mut [f64]) {
-    let inv = 1.0 / (block.len() / width) as f64;
+    let count = block.len() / width;
+    let whole = count - count % ROW_GROUP;
+    let inv = 1.0 / count as f64;
     for cols in panels(width, N) {
+        let n = cols.len();
         let (mut mean_p, mut m2_p) = (Panel::<N>::zeros(), Panel::<N>::zeros());
-        let (mean_p, m2_p) = (&mut mean_p.0[..cols.len()], &mut m2_p.0[..cols.len()]);
-        let count = block.len() / width;
-        let row = |r: usize| &block[r * width..][cols.clone()];
-        row_groups(count, |rows, n| {
-            let [r0, r1, r2, r3] = rows.map(row);
-            if n == ROW_GROUP {
-                for (j, m) in mean_p.iter_mut().enumerate() {
-                    *m += (r0[j].to_f64() + r1[j].to_f64()) + (r2[j].to_f64() + r3[j].to_f64());
-                }
-            } else {
-                for (m, v) in mean_p.iter_mut().zip(r0) {
-                    *m += v.to_f64();
-                }
+        let (mean_p, m2_p) = (&mut mean_p.0[..n], &mut m2_p.0[..n]);
+        // Every slice of the loops below has length `n`, which lets the compiler drop the
+        // bounds checks and vectorize them.
+        let panel = &block[cols.start..];
+        for first in (0..whole).step_by(ROW_GROUP) {
+            let r0 = &panel[first * width..][..n];
+            let r1 = &panel[(first + 1) * width..][..n];
+            let r2 = &panel[(first + 2) * width..][..n];
+            let r3 = &panel[(first + 3) * width..][..n];
+            for j in 0..n {
+                mean_p[j] += (r0[j].to_f64() + r1[j].to_f64()) + (r2[j].to_f64() + r3[j].to_f64());
             }
-        });
+        }
+        for r in whole..count {
+            let r0 = &panel[r * width..][..n];
+            for j in 0..n {
+                mean_p[j] += r0[j].to_f64();
+            }
+        }
         for m in mean_p.iter_mut() {
             *m *= inv;
         }
-        row_groups(count, |rows, n| {
-            let [r0, r1, r2, r3] = rows.map(row);
-            let sq = |v: &T, m: f64| {
-                let d = v.to_f64() - m;
-                d * d
-            };
-            if n == ROW_GROUP {
-                for (j, (s, &m)) in m2_p.iter_mut().zip(mean_p.iter()).enumerate() {
-                    *s += (sq(&r0[j], m) + sq(&r1[j], m)) + (sq(&r2[j], m) + sq(&r3[j], m));
-                }
-            } else {
-                for ((s, &m), v) in m2_p.iter_mut().zip(mean_p.iter()).zip(r0) {
-                    *s += sq(v, m);
-                }
+        for first in (0..whole).step_by(ROW_GROUP) {
+            let r0 = &panel[first * width..][..n];
+            let r1 = &panel[(first + 1) * width..][..n];
+            let r2 = &panel[(first + 2) * width..][..n];
+            let r3 = &panel[(first + 3) * width..][..n];
+            for j in 0..n {
+                let m = mean_p[j];
+                let (d0, d1) = (r0[j].to_f64() - m, r1[j].to_f64() - m);
+                let (d2, d3) = (r2[j].to_f64() - m, r3[j].to_f64() - m);
+                m2_p[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
             }
-        });
+        }
+        for r in whole..count {
+            let r0 = &panel[r * width..][..n];
+            for j in 0..n {
+                let d = r0[j].to_f64() - mean_p[j];
+                m2_p[j] += d * d;
+            }
+        }
         mean[cols.clone()].copy_from_slice(mean_p);
         m2[cols].copy_from_slice(m2_p);
     }

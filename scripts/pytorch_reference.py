@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""PyTorch's figures on this machine, for comparison with `batchnorm bench` and
+`batchnorm train` (issues 3 and 4). Not part of the tests; needs `pip install torch numpy`.
+
+    python3 scripts/pytorch_reference.py bench [--threads 2]
+    python3 scripts/pytorch_reference.py train [--threads 2] [--steps 5000]
+
+`bench` times BatchNorm train forward, eval forward and forward + backward (median of
+repetitions after a warm-up) on the shapes of `batchnorm bench`, in both layouts, with
+inputs rotated as `batchnorm bench` rotates them; `--rotate-outputs` rotates the outputs
+too (as `batchnorm bench` does), where by default they come from PyTorch's allocator.
+`train` times the BN paper's network (784-100-100-100-10, sigmoid, batch 60, plain SGD
+at learning rate 0.5) on Fashion-MNIST with and without BN before each sigmoid.
+"""
+import argparse
+import gzip
+import statistics
+import time
+
+import numpy as np
+import torch
+
+SHAPES = [(60, 100), (256, 4096), (4096, 1024), (32, 64, 56, 56), (128, 256, 14, 14), (256, 32, 28, 28)]
+
+
+# Inputs are rotated among enough copies to exceed this many bytes, as `batchnorm bench`
+# does, so that a tensor that fits in cache is not timed hot from the previous repetition.
+ROTATE_BYTES = 96 << 20
+
+
+def median_ms(fn, copies, budget=0.4, min_reps=10):
+    """Median time of `fn(i)` in ms, `i` cycling through `0..copies`."""
+    for i in range(3):
+        fn(i % copies)
+    times, start = [], time.perf_counter()
+    while len(times) < min_reps or (time.perf_counter() - start < budget and len(times) < 2000):
+        i = len(times) % copies
+        t = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def bench(args):
+    print(f"{'shape':16}{'layout':16}{'train ms':>10}{'eval ms':>10}{'fwd+bwd ms':>12}")
+    for shape in SHAPES:
+        layouts = ["channels_first"] + (["channels_last"] if len(shape) == 4 else [])
+        for layout in layouts:
+            c = shape[1]
+            bn = torch.nn.BatchNorm1d(c) if len(shape) == 2 else torch.nn.BatchNorm2d(c)
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            copies = max(1, -(-ROTATE_BYTES // (4 * int(np.prod(shape)))))
+            xs = [torch.randn(*shape).contiguous(memory_format=fmt) for _ in range(copies)]
+            dys = [torch.randn(*shape).contiguous(memory_format=fmt) for _ in range(copies)]
+            if args.rotate_outputs:
+                train, evalf, fb = aten_times(shape, fmt, xs, dys, copies)
+            else:
+                train, evalf, fb = module_times(bn.to(memory_format=fmt), xs, dys, copies)
+            name = "x".join(map(str, shape))
+            print(f"{name:16}{layout:16}{train:10.4f}{evalf:10.4f}{fb:12.4f}", flush=True)
+
+
+def module_times(bn, xs, dys, copies):
+    """Through `nn.BatchNorm`, as a model runs it: outputs come from PyTorch's allocator,
+    which hands the same (cached) memory back on every call."""
+    bn.train()
+    with torch.no_grad():
+        train = median_ms(lambda i: bn(xs[i]), copies)
+    bn.eval()
+    with torch.no_grad():
+        evalf = median_ms(lambda i: bn(xs[i]), copies)
+    bn.train()
+    for x in xs:
+        x.requires_grad_(True)
+
+    def fwd_bwd(i):
+        y = bn(xs[i])
+        y.backward(dys[i])
+        xs[i].grad = None
+
+    return train, evalf, median_ms(fwd_bwd, copies)
+
+
+def aten_times(shape, fmt, xs, dys, copies):
+    """Through the `out=` forms of ATen's kernels, writing outputs rotated as the inputs
+    are, as `batchnorm bench` does."""
+    c = shape[1]
+    w, b, rm, rv = torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c)
+    ys = [torch.empty_like(x) for x in xs]
+    dxs = [torch.empty_like(x) for x in xs]
+    for t in ys + dxs:
+        t.fill_(1.0)
+    mean, invstd = torch.empty(c), torch.empty(c)
+    dw, db = torch.empty(c), torch.empty(c)
+    fwd = torch.ops.aten.native_batch_norm.out
+    bwd = torch.ops.aten.native_batch_norm_backward.out
+    with torch.no_grad():
+        def run(i, training):
+            fwd(xs[i], w, b, rm, rv, training, 0.1, 1e-5, out=ys[i], save_mean=mean, save_invstd=invstd)
+
+        def fwd_bwd(i):
+            run(i, True)
+            bwd(dys[i], xs[i], w, rm, rv, mean, invstd, True, 1e-5, [True, True, True],
+                out0=dxs[i], out1=dw, out2=db)
+
+        train = median_ms(lambda i: run(i, True), copies)
+        evalf = median_ms(lambda i: run(i, False), copies)
+        return train, evalf, median_ms(fwd_bwd, copies)
+
+
+def idx(path):
+    with gzip.open(path) as f:
+        data = f.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def train(args):
+    d = args.data
+    images = torch.from_numpy(idx(f"{d}/train-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255)
+    labels = torch.from_numpy(idx(f"{d}/train-labels-idx1-ubyte.gz").astype(np.int64))
+    for use_bn in (True, False):
+        torch.manual_seed(1)
+        layers, fan_in = [], 784
+        for width in (100, 100, 100):
+            linear = torch.nn.Linear(fan_in, width)
+            torch.nn.init.normal_(linear.weight, std=fan_in ** -0.5)
+            torch.nn.init.zeros_(linear.bias)
+            layers += [linear] + ([torch.nn.BatchNorm1d(width)] if use_bn else []) + [torch.nn.Sigmoid()]
+            fan_in = width
+        layers.append(torch.nn.Linear(fan_in, 10))
+        model = torch.nn.Sequential(*layers)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        batches = torch.randint(0, images.shape[0], (args.steps + 200, 60))
+
+        def step(i):
+            xb, yb = images[batches[i]], labels[batches[i]]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+
+        for i in range(200):
+            step(args.steps + i)
+        start = time.perf_counter()
+        for i in range(args.steps):
+            step(i)
+        rate = args.steps / (time.perf_counter() - start)
+        print(f"{'with' if use_bn else 'without'} BN: {rate:.0f} steps/s ({args.steps} steps)", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["bench", "train"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--rotate-outputs", action="store_true",
+                   help="bench: write outputs rotated like the inputs, through ATen's out= kernels")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bench(args) if args.what == "bench" else train(args)
+
+
+if __name__ == "__main__":
+    main()
