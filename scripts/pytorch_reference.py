@@ -3,14 +3,16 @@
 `batchnorm train` (issues 3 and 4). Not part of the tests; needs `pip install torch numpy`.
 
     python3 scripts/pytorch_reference.py bench [--threads 2]
-    python3 scripts/pytorch_reference.py train [--threads 2] [--steps 5000]
+    python3 scripts/pytorch_reference.py train [--threads 2] [--steps 5000] [--seeds 1,2]
 
 `bench` times BatchNorm train forward, eval forward and forward + backward (median of
 repetitions after a warm-up) on the shapes of `batchnorm bench`, in both layouts, with
 inputs rotated as `batchnorm bench` rotates them; `--rotate-outputs` rotates the outputs
 too (as `batchnorm bench` does), where by default they come from PyTorch's allocator.
-`train` times the BN paper's network (784-100-100-100-10, sigmoid, batch 60, plain SGD
-at learning rate 0.5) on Fashion-MNIST with and without BN before each sigmoid.
+`train` trains the BN paper's network (784-100-100-100-10, sigmoid, LeCun init, batch 60,
+plain SGD at learning rate 0.5) on Fashion-MNIST with and without BN before each sigmoid,
+and prints steps/s and the final test accuracy (BN in eval mode):
+    python3 scripts/pytorch_reference.py train --steps 50000 --seeds 1,2,3,4,5
 """
 import argparse
 import gzip
@@ -120,42 +122,50 @@ def train(args):
     d = args.data
     images = torch.from_numpy(idx(f"{d}/train-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255)
     labels = torch.from_numpy(idx(f"{d}/train-labels-idx1-ubyte.gz").astype(np.int64))
-    for use_bn in (True, False):
-        torch.manual_seed(1)
-        layers, fan_in = [], 784
-        for width in (100, 100, 100):
-            linear = torch.nn.Linear(fan_in, width)
-            torch.nn.init.normal_(linear.weight, std=fan_in ** -0.5)
-            torch.nn.init.zeros_(linear.bias)
-            layers += [linear] + ([torch.nn.BatchNorm1d(width)] if use_bn else []) + [torch.nn.Sigmoid()]
-            fan_in = width
-        layers.append(torch.nn.Linear(fan_in, 10))
-        model = torch.nn.Sequential(*layers)
-        opt = torch.optim.SGD(model.parameters(), lr=0.5)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        batches = torch.randint(0, images.shape[0], (args.steps + 200, 60))
-
-        def step(i):
-            xb, yb = images[batches[i]], labels[batches[i]]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-
-        for i in range(200):
-            step(args.steps + i)
-        start = time.perf_counter()
-        for i in range(args.steps):
-            step(i)
-        rate = args.steps / (time.perf_counter() - start)
-        print(f"{'with' if use_bn else 'without'} BN: {rate:.0f} steps/s ({args.steps} steps)", flush=True)
+    test_images = torch.from_numpy(idx(f"{d}/t10k-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255)
+    test_labels = torch.from_numpy(idx(f"{d}/t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    warm = min(200, args.steps // 10)
+    for seed in args.seeds:
+        for use_bn in (True, False):
+            torch.manual_seed(seed)
+            layers, fan_in = [], 784
+            for width in (100, 100, 100, 10):
+                linear = torch.nn.Linear(fan_in, width)
+                torch.nn.init.normal_(linear.weight, std=fan_in ** -0.5)  # LeCun
+                torch.nn.init.zeros_(linear.bias)
+                layers.append(linear)
+                if width != 10:
+                    layers += ([torch.nn.BatchNorm1d(width)] if use_bn else []) + [torch.nn.Sigmoid()]
+                fan_in = width
+            model = torch.nn.Sequential(*layers)
+            opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+            loss_fn = torch.nn.CrossEntropyLoss()
+            # The paper's draws: 60 training examples at random for every step.
+            batches = torch.randint(0, images.shape[0], (args.steps, 60))
+            model.train()
+            for i in range(args.steps):
+                if i == warm:
+                    start = time.perf_counter()
+                xb, yb = images[batches[i]], labels[batches[i]]
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model(xb), yb).backward()
+                opt.step()
+            rate = (args.steps - warm) / (time.perf_counter() - start)
+            model.eval()
+            with torch.no_grad():
+                accuracy = (model(test_images).argmax(1) == test_labels).float().mean().item()
+            print(f"seed {seed} {'with' if use_bn else 'without'} BN: {rate:.0f} steps/s "
+                  f"(steps {warm}..{args.steps}), test accuracy {accuracy:.4f}", flush=True)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["bench", "train"])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--steps", type=int, default=5000, help="train: steps per run")
+    p.add_argument("--lr", type=float, default=0.5, help="train: learning rate")
+    p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[1],
+                   help="train: comma-separated seeds, one run each with and without BN")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--rotate-outputs", action="store_true",
                    help="bench: write outputs rotated like the inputs, through ATen's out= kernels")
