@@ -254,6 +254,11 @@ fn f32_column_traversal_stays_within_an_ulp() {
         (vec![300, 37], Layout::ChannelsFirst, 1e3),
         (vec![64, 2000], Layout::ChannelsFirst, 1e5),
         (vec![3, 5, 7, 11], Layout::ChannelsLast, 1e4),
+        // Rows wider than 256 columns, whose element-wise passes go four rows at a time,
+        // with row counts that leave 3, 1 and 2 rows after the last group of four.
+        (vec![67, 300], Layout::ChannelsFirst, 1e3),
+        (vec![5, 3, 3, 290], Layout::ChannelsLast, 1e2),
+        (vec![6, 40, 3, 3], Layout::ChannelsFirst, 1e4),
         // Past the bound: one channel's mean is 1e7 standard deviations from zero.
         (vec![300, 37], Layout::ChannelsFirst, 1e7),
         (vec![4, 9, 6, 13], Layout::ChannelsLast, 1e7),

@@ -482,6 +482,10 @@ fn block_affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients
         let [b0, b1, b2] = &mut buf;
         let center = center.map(|m| b0.aligned(&m[..width]));
         let (scale, shift) = (b1.aligned(&scale[..width]), b2.aligned(&shift[..width]));
+        if groups_rows(stream.is_some(), center.is_some(), width) {
+            map_row_groups([x], [scale, shift], y, width, |[a, b], [v]| v * a + b);
+            return;
+        }
         write_block(y, stream, |offset, out| {
             for_each_run(offset, out.len(), width, |row, cols, at| {
                 let xr = &x[row * width..][cols.clone()];
@@ -501,6 +505,59 @@ fn block_affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients
                 }
             });
         });
+    }
+}
+
+/// Whether an element-wise pass of the column traversal runs through [`map_row_groups`]:
+/// written in place (streamed blocks go a tile at a time), folded, and rows wider than
+/// [`NARROW_PANEL_COLS`].
+#[inline(always)]
+fn groups_rows(stream: bool, centered: bool, width: usize) -> bool {
+    !stream && !centered && width > NARROW_PANEL_COLS
+}
+
+/// `out = f(coefs[..][j], inputs[..])` over whole rows of `width` elements, written in
+/// place, for the element-wise passes of the column traversal when they need no centre
+/// (folded) and rows are wide ([`groups_rows`]): per column `j`, the coefficients
+/// `coefs[c][j]` are loaded once for [`ROW_GROUP`] rows rather than once per element.
+/// Rows wider than [`NARROW_PANEL_COLS`] have coefficients that do not stay in L1 from one
+/// row to the next (measured on 256x4096: eval forward 8 % faster, forward + backward 7 %);
+/// narrower ones keep them there and run faster one row at a time (60x100: forward +
+/// backward 5.2 us one row at a time, 7.0 us grouped).
+#[inline(always)]
+fn map_row_groups<T: Float, const I: usize, const C: usize>(
+    inputs: [&[T]; I],
+    coefs: [&[f64]; C],
+    out: &mut [T],
+    width: usize,
+    f: impl Fn([f64; C], [f64; I]) -> f64,
+) {
+    let coefs = coefs.map(|c| &c[..width]);
+    let group = ROW_GROUP * width;
+    let whole = out.len() / group * group;
+    let (out_groups, out_rest) = out.split_at_mut(whole);
+    for (g, og) in out_groups.chunks_exact_mut(group).enumerate() {
+        let (o0, og) = og.split_at_mut(width);
+        let (o1, og) = og.split_at_mut(width);
+        let (o2, og) = og.split_at_mut(width);
+        let o3 = &mut og[..width];
+        let ins = inputs.map(|s| {
+            let s = &s[g * group..][..group];
+            [0, 1, 2, 3].map(|r| &s[r * width..][..width])
+        });
+        for j in 0..width {
+            let c = coefs.map(|c| c[j]);
+            o0[j] = T::from_f64(f(c, ins.map(|i| i[0][j].to_f64())));
+            o1[j] = T::from_f64(f(c, ins.map(|i| i[1][j].to_f64())));
+            o2[j] = T::from_f64(f(c, ins.map(|i| i[2][j].to_f64())));
+            o3[j] = T::from_f64(f(c, ins.map(|i| i[3][j].to_f64())));
+        }
+    }
+    for (r, or) in out_rest.chunks_exact_mut(width).enumerate() {
+        let ins = inputs.map(|s| &s[whole + r * width..][..width]);
+        for j in 0..width {
+            or[j] = T::from_f64(f(coefs.map(|c| c[j]), ins.map(|i| i[j].to_f64())));
+        }
     }
 }
 
@@ -547,6 +604,12 @@ fn block_grad_input<T: Float>(
         let [b0, b1, b2, b3] = &mut buf;
         let (k, center) = (b0.aligned(&k[..width]), center.map(|m| b1.aligned(&m[..width])));
         let (p, q) = (b2.aligned(&p[..width]), b3.aligned(&q[..width]));
+        if groups_rows(stream.is_some(), center.is_some(), width) {
+            map_row_groups([x, dy], [k, p, q], dx, width, |[kc, pc, qc], [v, d]| {
+                kc * d + (v * pc + qc)
+            });
+            return;
+        }
         write_block(dx, stream, |offset, out| {
             for_each_run(offset, out.len(), width, |row, cols, at| {
                 let (xr, gr) = (&x[row * width..][cols.clone()], &dy[row * width..][cols.clone()]);
