@@ -202,6 +202,10 @@ fn fast_kernels_match_plain_reference() {
         (vec![5, 61, 67, 9], Layout::ChannelsLast),
         (vec![3001, 23], Layout::ChannelsFirst),
         (vec![40, 5, 7, 3], Layout::ChannelsFirst),
+        // Rows wider than 256 columns, reduced four rows at a time, with 3 and 2 rows
+        // after the last group of four.
+        (vec![7, 300], Layout::ChannelsFirst),
+        (vec![3, 2, 3, 261], Layout::ChannelsLast),
         // Outputs of 16 MB and more, written with streaming stores.
         (vec![3, 5, 381, 383], Layout::ChannelsFirst),
         (vec![2, 263, 271, 15], Layout::ChannelsLast),

@@ -420,7 +420,11 @@ fn block_grad_sums<T: Float>(x: &[T], dy: &[T], g: Geometry, center: &[f64], out
     }
 }
 
-/// The column traversal of [`block_grad_sums`], in panels of `N` columns.
+/// The column traversal of [`block_grad_sums`], in panels of `N` columns. Rows wider than
+/// [`NARROW_PANEL_COLS`] are added [`ROW_GROUP`] at a time before they meet the
+/// accumulators (256x4096 forward + backward: 20 % faster); narrower ones one at a time
+/// (on 32x64x56x56 channels-last, grouping measured no faster). Written out, without
+/// closures, as [`column_moments`] is.
 #[inline(always)]
 fn column_grad_sums<T: Float, const N: usize>(
     x: &[T],
@@ -430,18 +434,40 @@ fn column_grad_sums<T: Float, const N: usize>(
     sdy: &mut [f64],
     sdyxc: &mut [f64],
 ) {
+    let count = x.len() / width;
+    let whole = if width > NARROW_PANEL_COLS {
+        count - count % ROW_GROUP
+    } else {
+        0
+    };
     for cols in panels(width, N) {
+        let n = cols.len();
         let [mut a_p, mut b_p, mut center_p] = [(); 3].map(|_| Panel::<N>::zeros());
-        let (a_p, b_p) = (&mut a_p.0[..cols.len()], &mut b_p.0[..cols.len()]);
-        let center_p = &mut center_p.0[..cols.len()];
+        let (a_p, b_p) = (&mut a_p.0[..n], &mut b_p.0[..n]);
+        let center_p = &mut center_p.0[..n];
         center_p.copy_from_slice(&center[cols.clone()]);
-        for (xr, dr) in x.chunks_exact(width).zip(dy.chunks_exact(width)) {
-            let (xr, dr) = (&xr[cols.clone()], &dr[cols.clone()]);
-            let acc = a_p.iter_mut().zip(b_p.iter_mut()).zip(center_p.iter());
-            for (((a, b), m), (xv, dv)) in acc.zip(xr.iter().zip(dr)) {
-                let d = dv.to_f64();
-                *a += d;
-                *b += d * (xv.to_f64() - m);
+        let center_p = &*center_p;
+        let (xp, dp) = (&x[cols.start..], &dy[cols.start..]);
+        for first in (0..whole).step_by(ROW_GROUP) {
+            let (x0, d0) = (&xp[first * width..][..n], &dp[first * width..][..n]);
+            let (x1, d1) = (&xp[(first + 1) * width..][..n], &dp[(first + 1) * width..][..n]);
+            let (x2, d2) = (&xp[(first + 2) * width..][..n], &dp[(first + 2) * width..][..n]);
+            let (x3, d3) = (&xp[(first + 3) * width..][..n], &dp[(first + 3) * width..][..n]);
+            for j in 0..n {
+                let m = center_p[j];
+                let (e0, e1, e2, e3) = (d0[j].to_f64(), d1[j].to_f64(), d2[j].to_f64(), d3[j].to_f64());
+                a_p[j] += (e0 + e1) + (e2 + e3);
+                let (t0, t1) = (e0 * (x0[j].to_f64() - m), e1 * (x1[j].to_f64() - m));
+                let (t2, t3) = (e2 * (x2[j].to_f64() - m), e3 * (x3[j].to_f64() - m));
+                b_p[j] += (t0 + t1) + (t2 + t3);
+            }
+        }
+        for r in whole..count {
+            let (x0, d0) = (&xp[r * width..][..n], &dp[r * width..][..n]);
+            for j in 0..n {
+                let e = d0[j].to_f64();
+                a_p[j] += e;
+                b_p[j] += e * (x0[j].to_f64() - center_p[j]);
             }
         }
         sdy[cols.clone()].copy_from_slice(a_p);
