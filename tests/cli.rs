@@ -80,6 +80,10 @@ fn train_refuses_bad_flags() {
     assert_refused(&["train", "--lr", "nan", "--data", "synthetic"], &["lr"]);
     assert_refused(&["train", "--hidden", "100,0", "--data", "synthetic"], &["0"]);
     assert_refused(
+        &["train", "--threads", "5000", "--data", "synthetic"],
+        &["5000", "1024"],
+    );
+    assert_refused(
         &["train", "--data", "/nonexistent/folder"],
         &["/nonexistent/folder"],
     );
@@ -103,6 +107,11 @@ fn train_on_a_damaged_data_folder_names_the_file() {
 fn bench_refuses_bad_shapes_and_runs_a_small_one() {
     assert_refused(&["bench", "--shape", "0x3"], &["0x3"]);
     assert_refused(&["bench", "--shape", "7"], &["7"]);
+    assert_refused(
+        &["bench", "--threads", "100000", "--shape", "4x4"],
+        &["100000", "1024"],
+    );
+    assert_refused(&["bench", "--threads", "two"], &["two"]);
     let out = batchnorm(&["bench", "--shape", "8x3x5", "--budget-ms", "5", "--json", "-"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);

@@ -37,7 +37,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DtypeArg,
     /// Threads (default: one per core).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::parse_threads)]
     threads: usize,
     /// Time spent on each op, in milliseconds (at least 10 repetitions).
     #[arg(long, default_value_t = 400)]

@@ -69,3 +69,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(args) => bench::run(args),
     }
 }
+
+/// The most threads `--threads` accepts: far more than any machine this runs on has cores,
+/// and few enough that a typo does not start a hundred thousand threads.
+const MAX_THREADS: usize = 1024;
+
+/// Parses a `--threads` value: a whole number up to [`MAX_THREADS`].
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("expected a whole number of threads, got {s:?}"))?;
+    if n > MAX_THREADS {
+        return Err(format!("{n} threads is more than the {MAX_THREADS} allowed"));
+    }
+    Ok(n)
+}

@@ -89,7 +89,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     resume: Option<PathBuf>,
     /// Worker threads for the BatchNorm kernels (default: all cores).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::parse_threads)]
     threads: Option<usize>,
     /// Element type of the network: f32 or f64.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f64"])]
