@@ -144,11 +144,11 @@ enum Turn {
 
 /// Medians of alternating timings of the copy and the op: rounds of [`ROUND`] copies then
 /// [`ROUND`] ops, the first call of each round untimed (it warms up after the other kind
-/// and pays the other kind's write-backs), at least `min_reps`
-/// ops timed, and more until `budget` is spent (at most 2000). `run(i, turn)` runs one
-/// repetition; `i` counts all calls, copies and ops together, so that with buffers
-/// rotated by `i` no two calls in a row use the same ones. Returns the median of the op,
-/// the median of the copy (ms), and the repetitions of each.
+/// and pays the other kind's write-backs), at least `min_reps` ops timed, and more until
+/// `budget` is spent (at most 2000). `run(i, turn)` runs one repetition; `i` counts all
+/// calls, copies and ops together, so that with buffers rotated by `i` no two calls in a
+/// row use the same ones. Returns the median of the op, the median of the copy (ms), and
+/// the repetitions of each.
 ///
 /// Timing the copy alongside the op, rather than once per shape, exposes both to the same
 /// phases of a noisy machine. Timing each in rounds of its own kind, rather than one copy
