@@ -321,6 +321,19 @@ fn block_moments<T: Float>(block: &[T], g: Geometry, out: &mut [f64]) {
 /// per-column accumulator: a quarter of the loads and stores of accumulators in L1.
 const ROW_GROUP: usize = 4;
 
+/// The first `n` values of rows `first..first + ROW_GROUP` of `data`, rows `width` apart.
+/// A function, not a closure, so that it is always inlined into the SIMD target of its
+/// caller (see [`column_moments`]).
+#[inline(always)]
+fn group_rows<T>(data: &[T], first: usize, width: usize, n: usize) -> [&[T]; ROW_GROUP] {
+    [
+        &data[first * width..][..n],
+        &data[(first + 1) * width..][..n],
+        &data[(first + 2) * width..][..n],
+        &data[(first + 3) * width..][..n],
+    ]
+}
+
 /// The column traversal of [`block_moments`], in panels of `N` columns.
 ///
 /// The loops are written out, without closures: a closure that the compiler does not
@@ -339,10 +352,7 @@ fn column_moments<T: Float, const N: usize>(block: &[T], width: usize, mean: &mu
         // bounds checks and vectorize them.
         let panel = &block[cols.start..];
         for first in (0..whole).step_by(ROW_GROUP) {
-            let r0 = &panel[first * width..][..n];
-            let r1 = &panel[(first + 1) * width..][..n];
-            let r2 = &panel[(first + 2) * width..][..n];
-            let r3 = &panel[(first + 3) * width..][..n];
+            let [r0, r1, r2, r3] = group_rows(panel, first, width, n);
             for j in 0..n {
                 mean_p[j] += (r0[j].to_f64() + r1[j].to_f64()) + (r2[j].to_f64() + r3[j].to_f64());
             }
@@ -357,10 +367,7 @@ fn column_moments<T: Float, const N: usize>(block: &[T], width: usize, mean: &mu
             *m *= inv;
         }
         for first in (0..whole).step_by(ROW_GROUP) {
-            let r0 = &panel[first * width..][..n];
-            let r1 = &panel[(first + 1) * width..][..n];
-            let r2 = &panel[(first + 2) * width..][..n];
-            let r3 = &panel[(first + 3) * width..][..n];
+            let [r0, r1, r2, r3] = group_rows(panel, first, width, n);
             for j in 0..n {
                 let m = mean_p[j];
                 let (d0, d1) = (r0[j].to_f64() - m, r1[j].to_f64() - m);
@@ -449,10 +456,8 @@ fn column_grad_sums<T: Float, const N: usize>(
         let center_p = &*center_p;
         let (xp, dp) = (&x[cols.start..], &dy[cols.start..]);
         for first in (0..whole).step_by(ROW_GROUP) {
-            let (x0, d0) = (&xp[first * width..][..n], &dp[first * width..][..n]);
-            let (x1, d1) = (&xp[(first + 1) * width..][..n], &dp[(first + 1) * width..][..n]);
-            let (x2, d2) = (&xp[(first + 2) * width..][..n], &dp[(first + 2) * width..][..n]);
-            let (x3, d3) = (&xp[(first + 3) * width..][..n], &dp[(first + 3) * width..][..n]);
+            let [x0, x1, x2, x3] = group_rows(xp, first, width, n);
+            let [d0, d1, d2, d3] = group_rows(dp, first, width, n);
             for j in 0..n {
                 let m = center_p[j];
                 let (e0, e1, e2, e3) = (d0[j].to_f64(), d1[j].to_f64(), d2[j].to_f64(), d3[j].to_f64());
