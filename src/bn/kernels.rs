@@ -480,21 +480,28 @@ fn column_grad_sums<T: Float, const N: usize>(
     }
 }
 
+/// The streamed copy of [`write_block`] for elements of type `$t`, with the widest
+/// streaming stores of the SIMD target of the multiversioned function that expands it
+/// (with 16-byte ones, streaming was measured no faster than cached stores). A macro,
+/// not a function: `match_target!` picks the target of the function it is written in.
+macro_rules! streaming_copy {
+    ($t:ty) => {
+        |src: &[$t], dst: &mut [$t]| {
+            multiversion::target::match_target! {
+                "x86_64+avx512f" => streaming::copy_lines_avx512(src, dst),
+                "x86_64+avx2" => streaming::copy_lines_avx(src, dst),
+                _ => streaming::copy_lines(src, dst),
+            }
+        }
+    };
+}
+
 /// `y = (x - center) * scale + shift` over one block. Coefficients are per channel when
 /// segmented, per column otherwise.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 fn block_affine<T: Float>(x: &[T], y: &mut [T], g: Geometry, coef: &Coefficients, stream: bool) {
     let (center, scale, shift) = (coef.center, coef.scale, coef.shift);
-    // The widest streaming stores of the target this copy is compiled for: with 16-byte
-    // ones, streaming was measured no faster than cached stores.
-    let copy_lines = |src: &[T], dst: &mut [T]| {
-        multiversion::target::match_target! {
-            "x86_64+avx512f" => streaming::copy_lines_avx512(src, dst),
-            "x86_64+avx2" => streaming::copy_lines_avx(src, dst),
-            _ => streaming::copy_lines(src, dst),
-        }
-    };
-    let stream = stream.then_some(copy_lines);
+    let stream = stream.then_some(streaming_copy!(T));
     if g.segmented() {
         write_block(y, stream, |offset, out| {
             for_each_run(offset, out.len(), g.inner, |seg, cols, at| {
@@ -605,15 +612,7 @@ fn block_grad_input<T: Float>(
     stream: bool,
 ) {
     let (center, p, q) = (coef.center, coef.scale, coef.shift);
-    // As in `block_affine`.
-    let copy_lines = |src: &[T], dst: &mut [T]| {
-        multiversion::target::match_target! {
-            "x86_64+avx512f" => streaming::copy_lines_avx512(src, dst),
-            "x86_64+avx2" => streaming::copy_lines_avx(src, dst),
-            _ => streaming::copy_lines(src, dst),
-        }
-    };
-    let stream = stream.then_some(copy_lines);
+    let stream = stream.then_some(streaming_copy!(T));
     if g.segmented() {
         write_block(dx, stream, |offset, out| {
             for_each_run(offset, out.len(), g.inner, |seg, cols, at| {
