@@ -1052,6 +1052,18 @@ mod tests {
                 channels: 5,
                 inner: 3,
             },
+            // Wide rows, streamed a row at a time and written in place a group of rows
+            // at a time when folded (with a tail of 3 rows and of 1 row).
+            Geometry {
+                outer: 11,
+                channels: 400,
+                inner: 1,
+            },
+            Geometry {
+                outer: 9,
+                channels: 300,
+                inner: 1,
+            },
         ];
         for g in geometries {
             let len = g.len();
