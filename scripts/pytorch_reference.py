@@ -3,7 +3,7 @@
 `batchnorm train` (issues 3 and 4). Not part of the tests; needs `pip install torch numpy`.
 
     python3 scripts/pytorch_reference.py bench [--threads 2]
-    python3 scripts/pytorch_reference.py train [--threads 2] [--steps 5000] [--seeds 1,2]
+    python3 scripts/pytorch_reference.py train [--threads 2] [--steps 5000] [--seeds 1,2] [--bn with]
 
 `bench` times BatchNorm train forward, eval forward and forward + backward (median of
 repetitions after a warm-up) on the shapes of `batchnorm bench`, in both layouts, with
@@ -126,7 +126,7 @@ def train(args):
     test_labels = torch.from_numpy(idx(f"{d}/t10k-labels-idx1-ubyte.gz").astype(np.int64))
     warm = min(200, args.steps // 10)
     for seed in args.seeds:
-        for use_bn in (True, False):
+        for use_bn in {"both": (True, False), "with": (True,), "without": (False,)}[args.bn]:
             torch.manual_seed(seed)
             layers, fan_in = [], 784
             for width in (100, 100, 100, 10):
@@ -166,6 +166,8 @@ def main():
     p.add_argument("--lr", type=float, default=0.5, help="train: learning rate")
     p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[1],
                    help="train: comma-separated seeds, one run each with and without BN")
+    p.add_argument("--bn", choices=["both", "with", "without"], default="both",
+                   help="train: the network with BN, without, or both (one after the other)")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--rotate-outputs", action="store_true",
                    help="bench: write outputs rotated like the inputs, through ATen's out= kernels")
