@@ -13,9 +13,16 @@ too (as `batchnorm bench` does), where by default they come from PyTorch's alloc
 plain SGD at learning rate 0.5) on Fashion-MNIST with and without BN before each sigmoid,
 and prints steps/s and the final test accuracy (BN in eval mode):
     python3 scripts/pytorch_reference.py train --steps 50000 --seeds 1,2,3,4,5
+`trajectory` trains that network once and writes its initial weights, mini-batches and
+per-step losses to a folder; our network then trains from the same weights and batches
+and compares its losses step by step:
+    python3 scripts/pytorch_reference.py trajectory --steps 50000 [--bn without] [--out DIR]
+    cargo run --release --example trajectory -- target/trajectory
 """
 import argparse
 import gzip
+import json
+import pathlib
 import statistics
 import time
 
@@ -118,26 +125,38 @@ def idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def train(args):
-    d = args.data
+def load_train(d):
     images = torch.from_numpy(idx(f"{d}/train-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255)
     labels = torch.from_numpy(idx(f"{d}/train-labels-idx1-ubyte.gz").astype(np.int64))
+    return images, labels
+
+
+def paper_network(use_bn, bias_before_bn=True):
+    """784-100-100-100-10, sigmoid, LeCun init, BN before each sigmoid when `use_bn`."""
+    layers, fan_in = [], 784
+    for width in (100, 100, 100, 10):
+        hidden = width != 10
+        linear = torch.nn.Linear(fan_in, width, bias=bias_before_bn or not (use_bn and hidden))
+        torch.nn.init.normal_(linear.weight, std=fan_in ** -0.5)  # LeCun
+        if linear.bias is not None:
+            torch.nn.init.zeros_(linear.bias)
+        layers.append(linear)
+        if hidden:
+            layers += ([torch.nn.BatchNorm1d(width)] if use_bn else []) + [torch.nn.Sigmoid()]
+        fan_in = width
+    return torch.nn.Sequential(*layers)
+
+
+def train(args):
+    d = args.data
+    images, labels = load_train(d)
     test_images = torch.from_numpy(idx(f"{d}/t10k-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255)
     test_labels = torch.from_numpy(idx(f"{d}/t10k-labels-idx1-ubyte.gz").astype(np.int64))
     warm = min(200, args.steps // 10)
     for seed in args.seeds:
         for use_bn in {"both": (True, False), "with": (True,), "without": (False,)}[args.bn]:
             torch.manual_seed(seed)
-            layers, fan_in = [], 784
-            for width in (100, 100, 100, 10):
-                linear = torch.nn.Linear(fan_in, width)
-                torch.nn.init.normal_(linear.weight, std=fan_in ** -0.5)  # LeCun
-                torch.nn.init.zeros_(linear.bias)
-                layers.append(linear)
-                if width != 10:
-                    layers += ([torch.nn.BatchNorm1d(width)] if use_bn else []) + [torch.nn.Sigmoid()]
-                fan_in = width
-            model = torch.nn.Sequential(*layers)
+            model = paper_network(use_bn)
             opt = torch.optim.SGD(model.parameters(), lr=args.lr)
             loss_fn = torch.nn.CrossEntropyLoss()
             # The paper's draws: 60 training examples at random for every step.
@@ -158,9 +177,42 @@ def train(args):
                   f"(steps {warm}..{args.steps}), test accuracy {accuracy:.4f}", flush=True)
 
 
+def trajectory(args):
+    """Trains the paper's network (with BN unless `--bn without`; no bias before BN, as
+    `batchnorm train` builds it) and writes its initial weights, batches and per-step
+    losses to `--out`, for `cargo run --release --example trajectory -- DIR`, which
+    trains our network from the same weights and batches and compares the losses."""
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images, labels = load_train(args.data)
+    use_bn = args.bn != "without"
+    torch.manual_seed(args.seeds[0])
+    model = paper_network(use_bn, bias_before_bn=False)
+    with open(out / "init.f32", "wb") as f:
+        for _, p in model.named_parameters():
+            f.write(p.detach().numpy().astype("<f4").tobytes())
+    batches = torch.randint(0, images.shape[0], (args.steps, 60))
+    batches.numpy().astype("<u4").tofile(out / "batches.u32")
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    losses = []
+    for i in range(args.steps):
+        xb, yb = images[batches[i]], labels[batches[i]]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    np.array(losses, dtype="<f8").tofile(out / "losses.f64")
+    meta = {"steps": args.steps, "batch": 60, "bn": use_bn, "lr": args.lr, "data": args.data}
+    (out / "meta.json").write_text(json.dumps(meta))
+    print(f"wrote {out}; now: cargo run --release --example trajectory -- {out}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["bench", "train"])
+    p.add_argument("what", choices=["bench", "train", "trajectory"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=5000, help="train: steps per run")
     p.add_argument("--lr", type=float, default=0.5, help="train: learning rate")
@@ -169,12 +221,13 @@ def main():
     p.add_argument("--bn", choices=["both", "with", "without"], default="both",
                    help="train: the network with BN, without, or both (one after the other)")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--out", default="target/trajectory", help="trajectory: folder to write")
     p.add_argument("--rotate-outputs", action="store_true",
                    help="bench: write outputs rotated like the inputs, through ATen's out= kernels")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    bench(args) if args.what == "bench" else train(args)
+    {"bench": bench, "train": train, "trajectory": trajectory}[args.what](args)
 
 
 if __name__ == "__main__":
