@@ -8,9 +8,9 @@
 //! ```
 //!
 //! The folder holds `meta.json` (steps, batch size, whether BN is used, learning rate,
-//! data folder), `init.f32` (every parameter of `named_parameters()` in order, PyTorch's
-//! layout, little-endian `f32`), `batches.u32` (the training indices of each step) and
-//! `losses.f64` (PyTorch's loss at each step).
+//! data folder, PyTorch's final test accuracy), `init.f32` (every parameter of
+//! `named_parameters()` in order, PyTorch's layout, little-endian `f32`), `batches.u32`
+//! (the training indices of each step) and `losses.f64` (PyTorch's loss at each step).
 
 use std::error::Error;
 use std::fs;
@@ -57,7 +57,11 @@ fn run(dir: &Path) -> Result<bool, Box<dyn Error>> {
     let lr = field("lr")?.as_f64().ok_or("meta.json: `lr` is not a number")?;
     let data = field("data")?.as_str().ok_or("meta.json: `data` is not a path")?;
 
-    let train = load_dir(Path::new(data))?.train;
+    let torch_accuracy = field("test_accuracy")?
+        .as_f64()
+        .ok_or("meta.json: `test_accuracy` is not a number")?;
+    let split = load_dir(Path::new(data))?;
+    let (train, test) = (split.train, split.test);
     let init = read_values(&dir.join("init.f32"), f32::from_le_bytes)?;
     let batches = read_values(&dir.join("batches.u32"), u32::from_le_bytes)?;
     let torch_losses = read_values(&dir.join("losses.f64"), f64::from_le_bytes)?;
@@ -139,6 +143,11 @@ fn run(dir: &Path) -> Result<bool, Box<dyn Error>> {
     println!(
         "largest relative difference: {worst_first:.2e} over the first {} steps, {worst:.2e} over all {steps} (step {worst_step})",
         FIRST_STEPS.min(steps)
+    );
+    let ours = net.evaluate(&test, test.len(), LossKind::CrossEntropy)?;
+    println!(
+        "test accuracy after {steps} steps: PyTorch {torch_accuracy:.4}, ours {:.4}",
+        ours.accuracy
     );
     Ok(worst_first <= FIRST_STEPS_TOLERANCE)
 }

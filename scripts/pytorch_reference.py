@@ -131,6 +131,12 @@ def load_train(d):
     return images, labels
 
 
+def load_test(d):
+    images = torch.from_numpy(idx(f"{d}/t10k-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255)
+    labels = torch.from_numpy(idx(f"{d}/t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    return images, labels
+
+
 def paper_network(use_bn, bias_before_bn=True):
     """784-100-100-100-10, sigmoid, LeCun init, BN before each sigmoid when `use_bn`."""
     layers, fan_in = [], 784
@@ -150,8 +156,7 @@ def paper_network(use_bn, bias_before_bn=True):
 def train(args):
     d = args.data
     images, labels = load_train(d)
-    test_images = torch.from_numpy(idx(f"{d}/t10k-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255)
-    test_labels = torch.from_numpy(idx(f"{d}/t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    test_images, test_labels = load_test(d)
     warm = min(200, args.steps // 10)
     for seed in args.seeds:
         for use_bn in {"both": (True, False), "with": (True,), "without": (False,)}[args.bn]:
@@ -180,8 +185,9 @@ def train(args):
 def trajectory(args):
     """Trains the paper's network (with BN unless `--bn without`; no bias before BN, as
     `batchnorm train` builds it) and writes its initial weights, batches and per-step
-    losses to `--out`, for `cargo run --release --example trajectory -- DIR`, which
-    trains our network from the same weights and batches and compares the losses."""
+    losses and its final test accuracy to `--out`, for `cargo run --release --example
+    trajectory -- DIR`, which trains our network from the same weights and batches and
+    compares."""
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images, labels = load_train(args.data)
@@ -205,7 +211,12 @@ def trajectory(args):
         opt.step()
         losses.append(loss.item())
     np.array(losses, dtype="<f8").tofile(out / "losses.f64")
-    meta = {"steps": args.steps, "batch": 60, "bn": use_bn, "lr": args.lr, "data": args.data}
+    test_images, test_labels = load_test(args.data)
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(test_images).argmax(1) == test_labels).float().mean().item()
+    meta = {"steps": args.steps, "batch": 60, "bn": use_bn, "lr": args.lr, "data": args.data,
+            "test_accuracy": accuracy}
     (out / "meta.json").write_text(json.dumps(meta))
     print(f"wrote {out}; now: cargo run --release --example trajectory -- {out}")
 
