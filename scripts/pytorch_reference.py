@@ -225,12 +225,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["bench", "train", "trajectory"])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=5000, help="train: steps per run")
-    p.add_argument("--lr", type=float, default=0.5, help="train: learning rate")
+    p.add_argument("--steps", type=int, default=5000, help="train, trajectory: steps per run")
+    p.add_argument("--lr", type=float, default=0.5, help="train, trajectory: learning rate")
     p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[1],
-                   help="train: comma-separated seeds, one run each with and without BN")
+                   help="train: comma-separated seeds, one run each (trajectory: the first)")
     p.add_argument("--bn", choices=["both", "with", "without"], default="both",
-                   help="train: the network with BN, without, or both (one after the other)")
+                   help="train: the network with BN, without, or both, one after the other "
+                        "(trajectory: with BN unless `without`)")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--out", default="target/trajectory", help="trajectory: folder to write")
     p.add_argument("--rotate-outputs", action="store_true",
