@@ -21,7 +21,7 @@
 //! slower on the other shapes of the benchmark: its reads are runs of 0.8 to 25 KB, one
 //! per image, a channel's stride apart, and those come from memory more slowly than
 //! whole blocks in order (128x256x14x14 train forward 1.8 to 3.2 times the copy, against
-//! 1.2 to 1.5, with or without software prefetches of the next run).
+//! 1.2 to 1.8, with or without software prefetches of the next run).
 //!
 //! # Determinism
 //! Work is split into chunks whose boundaries depend on the shape only, never on the
