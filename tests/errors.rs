@@ -160,6 +160,41 @@ fn invalid_config() {
 }
 
 #[test]
+fn invalid_momentum_change_leaves_the_layer_as_it_was() {
+    let mut bn = trained_layer();
+    let before = state(&bn);
+    for m in [-0.1, 1.5, f64::NAN] {
+        let err = bn.set_momentum(Momentum::Exponential(m)).unwrap_err();
+        assert!(
+            matches!(err, BnError::InvalidMomentum(_)),
+            "momentum {m}: {err:?}"
+        );
+        assert_eq!(bn.config().momentum, Momentum::Exponential(0.1));
+    }
+    assert_eq!(state(&bn), before);
+    bn.set_momentum(Momentum::Cumulative).unwrap();
+    assert_eq!(bn.config().momentum, Momentum::Cumulative);
+    // After a reset, the cumulative average of one batch is that batch's statistics:
+    // mean 2.5 and unbiased variance 5/3 of the values 1, 2, 3, 4.
+    bn.reset_running_stats();
+    assert_eq!(
+        (
+            bn.running_mean().unwrap(),
+            bn.running_var().unwrap(),
+            bn.num_batches_tracked()
+        ),
+        (&[0.0; 3][..], &[1.0; 3][..], 0)
+    );
+    let x: Vec<f32> = (1..=4).flat_map(|v| [v as f32; 3]).collect();
+    let mut y = vec![0.0; 12];
+    bn.forward(&x, &[4, 3], Layout::ChannelsFirst, &mut y).unwrap();
+    assert_eq!(bn.running_mean().unwrap(), &[2.5; 3]);
+    for v in bn.running_var().unwrap() {
+        assert!((v - 5.0 / 3.0).abs() < 1e-6, "{v}");
+    }
+}
+
+#[test]
 fn wrong_parameter_lengths() {
     let mut bn = trained_layer();
     let before = state(&bn);

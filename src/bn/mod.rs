@@ -246,6 +246,36 @@ impl<T: Float> BatchNorm<T> {
         self.config.num_features
     }
 
+    /// Changes how the running statistics follow the batch statistics from the next
+    /// training forward pass on.
+    ///
+    /// With [`Momentum::Cumulative`] after [`reset_running_stats`](Self::reset_running_stats),
+    /// training forward passes over a sequence of mini-batches leave the paper's
+    /// population statistics (its Algorithm 2): the mean of the batch means and the mean
+    /// of the unbiased batch variances.
+    ///
+    /// # Errors
+    /// [`BnError::InvalidMomentum`] for an exponential momentum outside `[0, 1]`; the
+    /// layer is unchanged then.
+    pub fn set_momentum(&mut self, momentum: Momentum) -> Result<(), BnError> {
+        BatchNormConfig {
+            momentum,
+            ..self.config
+        }
+        .validate()?;
+        self.config.momentum = momentum;
+        Ok(())
+    }
+
+    /// Sets the running mean to 0, the running variance to 1 and the batch counter to 0,
+    /// as a new layer has them (PyTorch's `reset_running_stats`). Nothing happens when
+    /// the layer keeps no running statistics.
+    pub fn reset_running_stats(&mut self) {
+        self.running_mean.fill(T::from_f64(0.0));
+        self.running_var.fill(T::from_f64(1.0));
+        self.num_batches_tracked = 0;
+    }
+
     /// Switches to training (`true`: batch statistics, running statistics updated) or
     /// evaluation (`false`: running statistics used, when tracked).
     pub fn set_training(&mut self, training: bool) {
