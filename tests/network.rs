@@ -372,3 +372,182 @@ fn sparse_and_dense_linear_layers_match_the_definition() {
         );
     }
 }
+
+/// Per BN layer, the paper's population statistics (Algorithm 2) computed here from
+/// the layer inputs of training-mode forward passes over consecutive batches: the mean
+/// of the batch means and `m / (m - 1)` times the mean of the biased batch variances.
+fn algorithm_2_stats(
+    net: &mut Network<f64>,
+    set: &batchnorm::data::Dataset,
+    batch: usize,
+    batches: usize,
+) -> Vec<(Vec<f64>, Vec<f64>)> {
+    let bn_layers: Vec<usize> = (0..net.layers().len())
+        .filter(|&i| matches!(net.layers()[i], Layer::BatchNorm(_)))
+        .collect();
+    let mut sums: Vec<(Vec<f64>, Vec<f64>)> = bn_layers
+        .iter()
+        .map(|&i| (vec![0.0; net.width(i)], vec![0.0; net.width(i)]))
+        .collect();
+    let mut x = vec![0.0; batch * set.dim()];
+    for k in 0..batches {
+        set.copy_examples(k * batch..(k + 1) * batch, &mut x);
+        net.forward(&x, batch).unwrap();
+        for (&i, (mean_sum, var_sum)) in bn_layers.iter().zip(&mut sums) {
+            let c = net.width(i);
+            let a = net.layer_input(i);
+            for f in 0..c {
+                let column = (0..batch).map(|r| a[r * c + f]);
+                let mean = column.clone().sum::<f64>() / batch as f64;
+                let var = column.map(|v| (v - mean) * (v - mean)).sum::<f64>() / batch as f64;
+                mean_sum[f] += mean;
+                var_sum[f] += var;
+            }
+        }
+    }
+    let m = batch as f64;
+    sums.into_iter()
+        .map(|(mean_sum, var_sum)| {
+            let mean = mean_sum.iter().map(|s| s / batches as f64).collect();
+            let var = var_sum
+                .iter()
+                .map(|s| s / batches as f64 * m / (m - 1.0))
+                .collect();
+            (mean, var)
+        })
+        .collect()
+}
+
+/// Every BN layer's running mean, running variance and batch count.
+fn running_stats(net: &Network<f64>) -> Vec<(Vec<f64>, Vec<f64>, u64)> {
+    net.layers()
+        .iter()
+        .filter_map(|layer| match layer {
+            Layer::BatchNorm(bn) => {
+                let bn = bn.inner();
+                Some((
+                    bn.running_mean()?.to_vec(),
+                    bn.running_var()?.to_vec(),
+                    bn.num_batches_tracked(),
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn population_stats_are_the_papers_algorithm_2() {
+    let data = batchnorm::data::synthetic::gaussian_classes(120, 10, 5, 3, 4).unwrap();
+    let mut rng = TestRng::new(21);
+    for bn in [BnPlacement::Before, BnPlacement::After] {
+        let mut net = Network::<f64>::new(&spec(ActivationKind::Tanh, bn, BiasMode::All), 40, 3).unwrap();
+        perturb_bn(&mut net, &mut rng);
+        // A few training forwards leave running averages that are not the population's.
+        let mut x = vec![0.0; 20 * 5];
+        for k in 0..5 {
+            data.train.copy_examples(k * 20..(k + 1) * 20, &mut x);
+            net.forward(&x, 20).unwrap();
+        }
+        let before = running_stats(&net);
+        let mut params = Vec::new();
+        net.for_each_param(|_, w, _| params.extend_from_slice(w));
+
+        let (batch, batches) = (20, 6);
+        let expected = algorithm_2_stats(&mut net.clone(), &data.train, batch, batches);
+        net.set_training(false);
+        net.estimate_population_stats(&data.train, batch, batches)
+            .unwrap();
+        assert!(!net.is_training(), "bn {bn}: the mode in force was not restored");
+        let after = running_stats(&net);
+        assert_eq!(after.len(), 2);
+        for (layer, ((mean, var, count), (want_mean, want_var))) in after.iter().zip(&expected).enumerate() {
+            for (got, want) in mean.iter().zip(want_mean).chain(var.iter().zip(want_var)) {
+                assert!(
+                    (got - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                    "bn {bn}, BN layer {layer}: {got} against Algorithm 2's {want}"
+                );
+            }
+            assert_eq!(*count, before[layer].2, "the batch count changed");
+            assert_ne!(mean, &before[layer].0, "the running mean was not replaced");
+        }
+        let mut params_after = Vec::new();
+        net.for_each_param(|_, w, _| params_after.extend_from_slice(w));
+        assert_eq!(params, params_after, "bn {bn}: parameters changed");
+        for layer in net.layers() {
+            if let Layer::BatchNorm(b) = layer {
+                assert_eq!(
+                    b.inner().config().momentum,
+                    batchnorm::bn::Momentum::Exponential(0.1)
+                );
+            }
+        }
+        // The next training forward updates with the exponential momentum again.
+        data.train.copy_examples(0..20, &mut x);
+        net.set_training(true);
+        net.forward(&x, 20).unwrap();
+        assert_eq!(running_stats(&net)[0].2, before[0].2 + 1);
+    }
+}
+
+#[test]
+fn failed_population_pass_keeps_the_statistics() {
+    use batchnorm::data::Dataset;
+    let spec = spec(ActivationKind::Sigmoid, BnPlacement::Before, BiasMode::Auto);
+    let mut net = Network::<f64>::new(&spec, 10, 1).unwrap();
+    let mut rng = TestRng::new(2);
+    // A few training forwards, so the statistics are not the initial 0 and 1.
+    for _ in 0..3 {
+        let x = rng.normals(10 * 5);
+        net.forward(&x, 10).unwrap();
+    }
+    let before = running_stats(&net);
+    // The third batch of 10 holds a NaN: the first two update the statistics, then
+    // BatchNorm refuses the third and everything must be put back.
+    let mut values: Vec<f32> = rng.normals(40 * 5).iter().map(|&v| v as f32).collect();
+    values[25 * 5 + 2] = f32::NAN;
+    let set = Dataset::new(values, vec![0; 40], 5, 3).unwrap();
+    let err = net.estimate_population_stats(&set, 10, 4).unwrap_err();
+    assert!(matches!(err, NnError::BatchNorm { layer: 1, .. }), "{err:?}");
+    assert_eq!(running_stats(&net), before);
+    assert!(net.is_training());
+    assert_eq!(
+        net.layers()
+            .iter()
+            .filter(|l| matches!(l, Layer::BatchNorm(_)))
+            .count(),
+        2
+    );
+
+    let err = net.estimate_population_stats(&set, 10, 0).unwrap_err();
+    assert!(matches!(err, NnError::ZeroSize { .. }), "{err:?}");
+    let err = net.estimate_population_stats(&set, 10, 5).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NnError::TooFewExamples {
+                requested: 50,
+                available: 40
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("50 examples are needed"), "{err}");
+    let err = net.estimate_population_stats(&set, 11, 1).unwrap_err();
+    assert!(matches!(err, NnError::BatchTooLarge { .. }), "{err:?}");
+    let err = net.estimate_population_stats(&set, 1, 2).unwrap_err();
+    assert!(
+        matches!(err, NnError::BatchNorm { .. }),
+        "a batch of one: {err:?}"
+    );
+    assert_eq!(running_stats(&net), before);
+
+    // Without BatchNorm there is nothing to estimate: no pass, no error.
+    let plain = NetworkSpec {
+        bn: BnPlacement::None,
+        ..spec
+    };
+    let mut net = Network::<f64>::new(&plain, 10, 1).unwrap();
+    assert!(!net.has_running_stats());
+    net.estimate_population_stats(&set, 10, 4).unwrap();
+}

@@ -159,8 +159,9 @@ pub enum NnError {
         /// The length given.
         got: usize,
     },
-    /// An evaluation asked for more examples than its data set has.
-    #[error("cannot evaluate {requested} examples of a data set of {available}")]
+    /// An evaluation or a population-statistics pass asked for more examples than its
+    /// data set has.
+    #[error("{requested} examples are needed, but the data set has {available}")]
     TooFewExamples {
         /// The examples asked for.
         requested: usize,

@@ -13,6 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::bn::Momentum;
 use crate::data::Dataset;
 
 use super::loss::{self, LossKind};
@@ -669,15 +670,8 @@ impl<T: Real> Network<T> {
         Ok(value)
     }
 
-    /// Mean loss and accuracy on the first `n` examples of `set`, in evaluation mode and
-    /// in chunks of the capacity, each converted into the input buffer as it is needed;
-    /// the mode in force before is restored.
-    ///
-    /// # Errors
-    /// [`NnError::InputLength`] when the examples do not have the network's input size,
-    /// [`NnError::TooFewExamples`] when `n > set.len()`; the loss's label errors. No
-    /// examples give NaN loss and accuracy.
-    pub fn evaluate(&mut self, set: &Dataset, n: usize, loss: LossKind) -> Result<EvalResult, NnError> {
+    /// [`NnError::InputLength`] unless the examples of `set` have the network's input size.
+    fn check_examples(&self, set: &Dataset) -> Result<(), NnError> {
         let dim = self.widths[0];
         if set.dim() != dim {
             return Err(NnError::InputLength {
@@ -688,6 +682,19 @@ impl<T: Real> Network<T> {
                 got: set.dim(),
             });
         }
+        Ok(())
+    }
+
+    /// Mean loss and accuracy on the first `n` examples of `set`, in evaluation mode and
+    /// in chunks of the capacity, each converted into the input buffer as it is needed;
+    /// the mode in force before is restored.
+    ///
+    /// # Errors
+    /// [`NnError::InputLength`] when the examples do not have the network's input size,
+    /// [`NnError::TooFewExamples`] when `n > set.len()`; the loss's label errors. No
+    /// examples give NaN loss and accuracy.
+    pub fn evaluate(&mut self, set: &Dataset, n: usize, loss: LossKind) -> Result<EvalResult, NnError> {
+        self.check_examples(set)?;
         if n > set.len() {
             return Err(NnError::TooFewExamples {
                 requested: n,
@@ -716,6 +723,101 @@ impl<T: Real> Network<T> {
             loss: loss_sum / n as f64,
             accuracy: correct as f64 / n as f64,
         })
+    }
+
+    /// Whether any BatchNorm layer keeps running statistics (the statistics that
+    /// evaluation mode normalizes with).
+    pub fn has_running_stats(&self) -> bool {
+        self.layers.iter().any(|layer| match layer {
+            Layer::BatchNorm(bn) => bn.inner().running_mean().is_some(),
+            _ => false,
+        })
+    }
+
+    /// Replaces the running statistics of every BatchNorm layer with the population
+    /// statistics of the paper's inference network (its Algorithm 2): forward passes in
+    /// training mode over `batches` consecutive mini-batches of `batch` examples from the
+    /// start of `set`, after which each layer holds the mean of its batch means and the
+    /// mean of its unbiased batch variances (`m / (m - 1)` times the mean biased one).
+    ///
+    /// This is the job of PyTorch's `torch.optim.swa_utils.update_bn`. The running
+    /// averages that training keeps weigh the last few dozen batches (momentum 0.1), so
+    /// they move with every step; these weigh every batch equally. Parameters, momentum
+    /// and `num_batches_tracked` are unchanged, and so is the mode in force before.
+    /// Needs no allocation beyond a copy of the statistics, kept to undo a failed pass.
+    ///
+    /// A network without such layers is left as it is, with no pass.
+    ///
+    /// # Errors
+    /// [`NnError::ZeroSize`] for no batches; [`NnError::TooFewExamples`] when
+    /// `batch * batches > set.len()`; [`NnError::InputLength`] when the examples do not
+    /// have the network's input size; [`NnError::BatchTooLarge`]; [`NnError::BatchNorm`]
+    /// for a batch of one example or non-finite activations. On error every layer keeps
+    /// the statistics it had.
+    pub fn estimate_population_stats(
+        &mut self,
+        set: &Dataset,
+        batch: usize,
+        batches: usize,
+    ) -> Result<(), NnError> {
+        if !self.has_running_stats() {
+            return Ok(());
+        }
+        if batches == 0 {
+            return Err(NnError::ZeroSize {
+                what: "number of batches for the population statistics".into(),
+            });
+        }
+        self.check_examples(set)?;
+        self.check_batch(batch)?;
+        let needed = batch.saturating_mul(batches);
+        if needed > set.len() {
+            return Err(NnError::TooFewExamples {
+                requested: needed,
+                available: set.len(),
+            });
+        }
+        // Each tracking layer's index, running statistics, count and momentum before.
+        let mut before = Vec::new();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            if let Layer::BatchNorm(bn) = layer {
+                let bn = bn.inner_mut();
+                if let (Some(mean), Some(var)) = (bn.running_mean(), bn.running_var()) {
+                    let stats = (mean.to_vec(), var.to_vec(), bn.num_batches_tracked());
+                    before.push((i, stats, bn.config().momentum));
+                    bn.reset_running_stats();
+                    let set = bn.set_momentum(Momentum::Cumulative);
+                    set.map_err(|source| NnError::BatchNorm { layer: i, source })?;
+                }
+            }
+        }
+        let was_training = self.training;
+        self.set_training(true);
+        let mut pass = Ok(());
+        for k in 0..batches {
+            set.copy_examples(k * batch..(k + 1) * batch, self.input_mut(batch)?);
+            if let Err(e) = self.forward_filled(batch) {
+                pass = Err(e);
+                break;
+            }
+        }
+        self.set_training(was_training);
+        self.backward_ready = false;
+        for (i, (mut mean, mut var, count), momentum) in before {
+            let Layer::BatchNorm(bn) = &mut self.layers[i] else {
+                unreachable!("layer {i} was a BatchNorm layer a moment ago");
+            };
+            let bn = bn.inner_mut();
+            if let (Ok(()), Some(m), Some(v)) = (&pass, bn.running_mean(), bn.running_var()) {
+                mean.copy_from_slice(m);
+                var.copy_from_slice(v);
+            }
+            let restore = bn
+                .set_momentum(momentum)
+                .and_then(|()| bn.set_running_stats(&mean, &var, count));
+            restore.map_err(|source| NnError::BatchNorm { layer: i, source })?;
+        }
+        pass
     }
 
     /// Calls `f` on every parameter with its gradient, in `state_dict` order.
