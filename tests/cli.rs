@@ -87,6 +87,24 @@ fn train_refuses_bad_flags() {
         &["train", "--data", "/nonexistent/folder"],
         &["/nonexistent/folder"],
     );
+    assert_refused(
+        &["train", "--eval-stats", "median"],
+        &["median", "population or running"],
+    );
+    // 6000 synthetic training examples hold 100 batches of 60, not 101.
+    assert_refused(
+        &[
+            "train",
+            "--data",
+            "synthetic",
+            "--bn",
+            "before",
+            "--population-batches",
+            "101",
+            "--quiet",
+        ],
+        &["101 batches of 60 need 6060 training examples", "6000"],
+    );
 }
 
 #[test]

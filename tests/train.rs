@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use batchnorm::data::{Split, synthetic::gaussian_classes};
 use batchnorm::nn::checkpoint::{self, CheckpointError};
 use batchnorm::nn::{ActivationKind, BnPlacement, Layer, Network, NetworkSpec, SgdConfig};
-use batchnorm::train::{Evaluation, Observer, Outcome, Sampling, TrainConfig, TrainError, Trainer};
+use batchnorm::train::{
+    EvalStats, Evaluation, Observer, Outcome, Sampling, TrainConfig, TrainError, Trainer,
+};
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
 
@@ -364,4 +366,97 @@ fn observer_sees_every_step_and_evaluation() {
         "{:?}",
         summary.last_eval
     );
+}
+
+/// Parameters and momentum buffers only: what training computes.
+fn trained_bits(t: &Trainer<f32>) -> Vec<u32> {
+    let mut bits = Vec::new();
+    t.network()
+        .for_each_param(|_, w, _| bits.extend(w.iter().map(|v| v.to_bits())));
+    for buf in t.sgd().buffers() {
+        bits.extend(buf.iter().map(|v| v.to_bits()));
+    }
+    bits
+}
+
+#[test]
+fn evaluation_statistics_change_evaluations_not_training() {
+    let data = data();
+    let spec = spec(BnPlacement::Before);
+    let run = |eval_stats| {
+        let cfg = TrainConfig {
+            eval_stats,
+            ..config(40, Sampling::Random)
+        };
+        let mut evals = Vec::new();
+        let mut watch = Recorder(&mut evals);
+        let mut trainer = Trainer::<f32>::new(&spec, cfg).unwrap();
+        trainer.run(&data, &mut watch).unwrap();
+        (trainer, evals)
+    };
+    let (mut population, pop_evals) = run(EvalStats::Population);
+    let (running, run_evals) = run(EvalStats::Running);
+    assert_eq!(trained_bits(&population), trained_bits(&running));
+    let losses = |e: &[Evaluation]| e.iter().map(|e| e.train_loss.to_bits()).collect::<Vec<_>>();
+    assert_eq!(losses(&pop_evals), losses(&run_evals));
+    assert_ne!(
+        state_bits(&population),
+        state_bits(&running),
+        "the evaluations used the same statistics"
+    );
+    // The statistics left in the network (and in a checkpoint) are those the last
+    // evaluation used: a fresh estimate over the whole batches of the training set.
+    let left = state_bits(&population);
+    population
+        .network_mut()
+        .estimate_population_stats(&data.train, 16, 300 / 16)
+        .unwrap();
+    assert_eq!(state_bits(&population), left);
+    let last = pop_evals.last().unwrap();
+    let again = population
+        .network_mut()
+        .evaluate(&data.test, data.test.len(), batchnorm::nn::LossKind::CrossEntropy)
+        .unwrap();
+    assert_eq!(again.accuracy, last.test_accuracy);
+}
+
+struct Recorder<'a>(&'a mut Vec<Evaluation>);
+
+impl Observer<f32> for Recorder<'_> {
+    fn on_eval(
+        &mut self,
+        eval: &Evaluation,
+        _network: &Network<f32>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.push(*eval);
+        Ok(())
+    }
+}
+
+#[test]
+fn too_few_examples_for_the_population_statistics_is_a_clear_error() {
+    let data = data();
+    let cfg = TrainConfig {
+        population_batches: 19,
+        ..config(5, Sampling::Random)
+    };
+    // 19 batches of 16 need 304 of the 300 examples.
+    let mut trainer = Trainer::<f32>::new(&spec(BnPlacement::Before), cfg.clone()).unwrap();
+    let err = trainer.run(&data, &mut ()).unwrap_err();
+    assert!(matches!(err, TrainError::DataMismatch(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("19 batches of 16 need 304"), "{text}");
+    assert_eq!(trainer.step(), 0);
+    // Without BN there are no statistics to estimate, and the run goes ahead.
+    let mut plain = Trainer::<f32>::new(&spec(BnPlacement::None), cfg.clone()).unwrap();
+    plain.run(&data, &mut ()).unwrap();
+    // 18 batches fit.
+    let fits = TrainConfig {
+        population_batches: 18,
+        ..cfg
+    };
+    Trainer::<f32>::new(&spec(BnPlacement::Before), fits)
+        .unwrap()
+        .run(&data, &mut ())
+        .unwrap();
 }

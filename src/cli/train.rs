@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use batchnorm::data::{self, Split};
 use batchnorm::nn::{ActivationKind, BiasMode, BnPlacement, Init, LossKind, Network, NetworkSpec, Real};
-use batchnorm::train::{Evaluation, Observer, Outcome, Sampling, TrainConfig, Trainer};
+use batchnorm::train::{EvalStats, Evaluation, Observer, Outcome, Sampling, TrainConfig, Trainer};
 
 use super::CliError;
 
@@ -72,6 +72,15 @@ pub struct TrainArgs {
     /// Training examples used for the training accuracy (0: skip it).
     #[arg(long, value_name = "N")]
     train_eval_size: Option<usize>,
+    /// BatchNorm statistics for evaluation: population (the paper's: recomputed over the
+    /// training set before each evaluation) or running (the moving averages, as
+    /// PyTorch's eval mode) [default: population].
+    #[arg(long, value_name = "STATS")]
+    eval_stats: Option<EvalStats>,
+    /// Mini-batches (of --batch-size, from the start of the training set) for the
+    /// population statistics; 0 takes the whole training set [default: 0].
+    #[arg(long, value_name = "N")]
+    population_batches: Option<usize>,
     /// Shuffled epochs instead of the paper's random draws of a batch per step.
     #[arg(long)]
     shuffle: bool,
@@ -147,6 +156,8 @@ fn settings(args: &TrainArgs) -> Result<(NetworkSpec, TrainConfig), CliError> {
     set!(config.seed, args.seed);
     set!(config.eval_every, args.eval_every);
     set!(config.train_eval_size, args.train_eval_size);
+    set!(config.eval_stats, args.eval_stats);
+    set!(config.population_batches, args.population_batches);
     if args.no_decay_bn {
         config.sgd.decay_bn = false;
     }
