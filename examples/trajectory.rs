@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The folder holds `meta.json` (steps, batch size, whether BN is used, learning rate,
-//! data folder, PyTorch's final test accuracy), `init.f32` (every parameter of
+//! data folder, PyTorch's final test accuracy with BN's running averages and, with BN,
+//! with population statistics), `init.f32` (every parameter of
 //! `named_parameters()` in order, PyTorch's layout, little-endian `f32`), `batches.u32`
 //! (the training indices of each step) and `losses.f64` (PyTorch's loss at each step).
 
@@ -146,9 +147,17 @@ fn run(dir: &Path) -> Result<bool, Box<dyn Error>> {
     );
     let ours = net.evaluate(&test, test.len(), LossKind::CrossEntropy)?;
     println!(
-        "test accuracy after {steps} steps: PyTorch {torch_accuracy:.4}, ours {:.4}",
+        "test accuracy after {steps} steps, BN's running averages: PyTorch {torch_accuracy:.4}, ours {:.4}",
         ours.accuracy
     );
+    if let Some(torch_population) = meta.get("test_accuracy_population").and_then(|v| v.as_f64()) {
+        net.estimate_population_stats(&train, batch, train.len() / batch)?;
+        let ours = net.evaluate(&test, test.len(), LossKind::CrossEntropy)?;
+        println!(
+            "test accuracy after {steps} steps, population statistics: PyTorch {torch_population:.4}, ours {:.4}",
+            ours.accuracy
+        );
+    }
     Ok(worst_first <= FIRST_STEPS_TOLERANCE)
 }
 

@@ -11,7 +11,9 @@ inputs rotated as `batchnorm bench` rotates them; `--rotate-outputs` rotates the
 too (as `batchnorm bench` does), where by default they come from PyTorch's allocator.
 `train` trains the BN paper's network (784-100-100-100-10, sigmoid, LeCun init, batch 60,
 plain SGD at learning rate 0.5) on Fashion-MNIST with and without BN before each sigmoid,
-and prints steps/s and the final test accuracy (BN in eval mode):
+and prints steps/s and the final test accuracy (BN in eval mode), with BN's running
+averages and, for the runs with BN, with population statistics recomputed over the
+training set as `batchnorm train` does by default (`torch.optim.swa_utils.update_bn`):
     python3 scripts/pytorch_reference.py train --steps 50000 --seeds 1,2,3,4,5
 `trajectory` trains that network once and writes its initial weights, mini-batches and
 per-step losses to a folder; our network then trains from the same weights and batches
@@ -175,11 +177,27 @@ def train(args):
                 loss_fn(model(xb), yb).backward()
                 opt.step()
             rate = (args.steps - warm) / (time.perf_counter() - start)
-            model.eval()
-            with torch.no_grad():
-                accuracy = (model(test_images).argmax(1) == test_labels).float().mean().item()
-            print(f"seed {seed} {'with' if use_bn else 'without'} BN: {rate:.0f} steps/s "
-                  f"(steps {warm}..{args.steps}), test accuracy {accuracy:.4f}", flush=True)
+            accuracy = test_accuracy(model, test_images, test_labels)
+            line = (f"seed {seed} {'with' if use_bn else 'without'} BN: {rate:.0f} steps/s "
+                    f"(steps {warm}..{args.steps}), test accuracy {accuracy:.4f}")
+            if use_bn:
+                population_stats(model, images)
+                line += f" (running), {test_accuracy(model, test_images, test_labels):.4f} (population)"
+            print(line, flush=True)
+
+
+def test_accuracy(model, test_images, test_labels):
+    model.eval()
+    with torch.no_grad():
+        return (model(test_images).argmax(1) == test_labels).float().mean().item()
+
+
+def population_stats(model, images, batch=60):
+    """The paper's inference statistics, as `batchnorm train --eval-stats population`
+    computes them: every BN layer's mean of batch means and mean of unbiased batch
+    variances over the whole batches of the training set, in order."""
+    whole = images.shape[0] // batch * batch
+    torch.optim.swa_utils.update_bn(images[:whole].split(batch), model)
 
 
 def trajectory(args):
@@ -212,11 +230,12 @@ def trajectory(args):
         losses.append(loss.item())
     np.array(losses, dtype="<f8").tofile(out / "losses.f64")
     test_images, test_labels = load_test(args.data)
-    model.eval()
-    with torch.no_grad():
-        accuracy = (model(test_images).argmax(1) == test_labels).float().mean().item()
+    accuracy = test_accuracy(model, test_images, test_labels)
     meta = {"steps": args.steps, "batch": 60, "bn": use_bn, "lr": args.lr, "data": args.data,
             "test_accuracy": accuracy}
+    if use_bn:
+        population_stats(model, images)
+        meta["test_accuracy_population"] = test_accuracy(model, test_images, test_labels)
     (out / "meta.json").write_text(json.dumps(meta))
     print(f"wrote {out}; now: cargo run --release --example trajectory -- {out}")
 
