@@ -198,7 +198,9 @@ pub enum Outcome {
     /// All steps were done.
     Completed,
     /// The loss became NaN or infinite (or BN met non-finite activations) at `step`
-    /// (counting from 1); the run stopped before updating with it.
+    /// (counting from 1); the run stopped before updating with it. With population
+    /// statistics, an evaluation after step `step - 1` whose pass over the training set
+    /// meets non-finite activations ends the run the same way, without that evaluation.
     Diverged {
         /// The step whose loss was not finite.
         step: u64,
@@ -346,6 +348,9 @@ impl<T: Real> Trainer<T> {
     /// A run continued from a checkpoint written by [`save_checkpoint`](Self::save_checkpoint)
     /// (or at an evaluation): weights, BN statistics, momentum buffers, step and batch
     /// stream are restored, so the rest of the run is bit-identical to an uninterrupted one.
+    /// The evaluation statistics may differ from the checkpointed run's: the training is
+    /// the same either way, but a run resumed with running statistics from a checkpoint
+    /// that holds population statistics starts its running averages from those.
     ///
     /// # Errors
     /// As [`new`](Self::new); [`TrainError::Checkpoint`] for an unreadable file or one of
@@ -617,7 +622,23 @@ impl<T: Real> Trainer<T> {
             let every = self.config.eval_every;
             if (every > 0 && self.step.is_multiple_of(every)) || self.step == self.config.steps {
                 train_seconds += clock.elapsed().as_secs_f64();
-                let eval = self.evaluate(data, window_loss / window_steps as f64, train_seconds)?;
+                let eval = match self.evaluate(data, window_loss / window_steps as f64, train_seconds) {
+                    Ok(eval) => eval,
+                    // The population pass met non-finite activations (or statistics):
+                    // the update left the weights diverged, and the next step's loss
+                    // would say so. The network is as the update left it.
+                    Err(TrainError::Network(NnError::BatchNorm {
+                        source: BnError::NonFinite { .. } | BnError::InvalidStatistic { .. },
+                        ..
+                    })) => {
+                        outcome = Outcome::Diverged {
+                            step: self.step + 1,
+                            loss: f64::NAN,
+                        };
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
                 self.checkpoint_and_report(&eval, observer)?;
                 last_eval = Some(eval);
                 (window_loss, window_steps) = (0.0, 0);

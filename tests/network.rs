@@ -482,12 +482,73 @@ fn population_stats_are_the_papers_algorithm_2() {
                 );
             }
         }
-        // The next training forward updates with the exponential momentum again.
-        data.train.copy_examples(0..20, &mut x);
+        // The next training forward updates with the exponential momentum again:
+        // 0.9 of the population mean plus 0.1 of the batch mean (a cumulative average
+        // would weigh the batch 1 / count instead).
+        data.train.copy_examples(20..40, &mut x);
         net.set_training(true);
         net.forward(&x, 20).unwrap();
+        let first_bn = (0..net.layers().len())
+            .find(|&i| matches!(net.layers()[i], Layer::BatchNorm(_)))
+            .unwrap();
+        let (c, input) = (net.width(first_bn), net.layer_input(first_bn));
+        for f in 0..c {
+            let batch_mean = (0..20).map(|r| input[r * c + f]).sum::<f64>() / 20.0;
+            let want = 0.9 * after[0].0[f] + 0.1 * batch_mean;
+            let got = running_stats(&net)[0].0[f];
+            assert!(
+                (got - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                "{got} against {want}"
+            );
+        }
         assert_eq!(running_stats(&net)[0].2, before[0].2 + 1);
     }
+}
+
+#[test]
+fn population_variance_overflowing_f32_is_an_error_that_changes_nothing() {
+    let data = batchnorm::data::synthetic::gaussian_classes(100, 10, 5, 3, 4).unwrap();
+    let spec = NetworkSpec {
+        activation: ActivationKind::Identity,
+        ..spec(ActivationKind::Identity, BnPlacement::Before, BiasMode::Auto)
+    };
+    let mut net = Network::<f32>::new(&spec, 20, 1).unwrap();
+    // Batch statistics are computed in f64, so activations near 1e20 give a finite
+    // variance (1e40) that overflows the f32 running variance.
+    net.for_each_param_mut(|info, w, _| {
+        if info.layer == 0 {
+            w.iter_mut().for_each(|v| *v *= 1e20);
+        }
+    });
+    let state = |net: &Network<f32>| {
+        let mut all = Vec::new();
+        for layer in net.layers() {
+            if let Layer::BatchNorm(bn) = layer {
+                let bn = bn.inner();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                all.push((
+                    bits(bn.running_mean().unwrap()),
+                    bits(bn.running_var().unwrap()),
+                    bn.num_batches_tracked(),
+                    bn.config().momentum,
+                ));
+            }
+        }
+        all
+    };
+    let before = state(&net);
+    let err = net.estimate_population_stats(&data.train, 20, 5).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NnError::BatchNorm {
+                source: batchnorm::bn::BnError::InvalidStatistic { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(state(&net), before);
 }
 
 #[test]
@@ -511,13 +572,14 @@ fn failed_population_pass_keeps_the_statistics() {
     assert!(matches!(err, NnError::BatchNorm { layer: 1, .. }), "{err:?}");
     assert_eq!(running_stats(&net), before);
     assert!(net.is_training());
-    assert_eq!(
-        net.layers()
-            .iter()
-            .filter(|l| matches!(l, Layer::BatchNorm(_)))
-            .count(),
-        2
-    );
+    for layer in net.layers() {
+        if let Layer::BatchNorm(bn) = layer {
+            assert_eq!(
+                bn.inner().config().momentum,
+                batchnorm::bn::Momentum::Exponential(0.1)
+            );
+        }
+    }
 
     let err = net.estimate_population_stats(&set, 10, 0).unwrap_err();
     assert!(matches!(err, NnError::ZeroSize { .. }), "{err:?}");

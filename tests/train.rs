@@ -316,6 +316,38 @@ fn a_huge_learning_rate_diverges_without_panicking() {
     }
 }
 
+#[test]
+fn divergence_found_by_an_evaluation_ends_the_run_as_diverged() {
+    let data = data();
+    let spec = NetworkSpec {
+        activation: ActivationKind::Identity,
+        ..spec(BnPlacement::Before)
+    };
+    // Evaluating after every step: the population pass meets the diverged weights
+    // before the next step's loss does, and must end the run the same way.
+    let outcome = |eval_stats| {
+        let cfg = TrainConfig {
+            sgd: SgdConfig {
+                lr: 1e30,
+                ..SgdConfig::default()
+            },
+            eval_every: 1,
+            eval_stats,
+            ..config(200, Sampling::Random)
+        };
+        let (trainer, summary) = batchnorm::train::train::<f32>(&spec, cfg, &data, &mut ()).unwrap();
+        (trainer.step(), summary.outcome)
+    };
+    let (steps, population) = outcome(EvalStats::Population);
+    assert!(
+        matches!(population, Outcome::Diverged { step, .. } if step == steps + 1 && step < 200),
+        "{population:?} after {steps} steps"
+    );
+    let (running_steps, running) = outcome(EvalStats::Running);
+    assert_eq!(running_steps, steps);
+    assert!(matches!(running, Outcome::Diverged { step, .. } if step == steps + 1));
+}
+
 /// Counts the observer's calls and checks that gradients are present after backward.
 #[derive(Default)]
 struct Counter {

@@ -220,11 +220,15 @@ pub(crate) fn paper_fig1(ctx: &Ctx) -> Result<Section, LabError> {
             if net.has_running_stats() {
                 // `net` is a copy: the run's running averages are untouched.
                 let batches = data.train.len() / cfg.batch;
-                let accuracy = net
+                let evaluated = net
                     .estimate_population_stats(&data.train, cfg.batch, batches)
-                    .and_then(|()| net.evaluate(&data.test, data.test.len(), LossKind::CrossEntropy))
-                    .map_err(|e| fail(NAME)(&e))?
-                    .accuracy;
+                    .and_then(|()| net.evaluate(&data.test, data.test.len(), LossKind::CrossEntropy));
+                let accuracy = match evaluated {
+                    Ok(result) => result.accuracy,
+                    // Non-finite activations: a diverged network has no statistics.
+                    Err(crate::nn::NnError::BatchNorm { .. }) => f64::NAN,
+                    Err(e) => return Err(fail(NAME)(&e)),
+                };
                 population.push((step as f64, accuracy));
             }
             Ok(())
@@ -310,7 +314,10 @@ pub(crate) fn paper_fig1(ctx: &Ctx) -> Result<Section, LabError> {
         ),
     ];
     let population_acc: Vec<f64> = population.iter().map(|p| p.1).collect();
-    let final_population = population_acc.last().copied().unwrap_or(f64::NAN);
+    let final_population = match curves[1].1.diverged_at {
+        Some(_) => f64::NAN,
+        None => population_acc.last().copied().unwrap_or(f64::NAN),
+    };
     let (fall_running, fall_population) = (
         largest_late_fall(&curves[1].1.test_acc),
         largest_late_fall(&population_acc),

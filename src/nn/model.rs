@@ -743,8 +743,8 @@ impl<T: Real> Network<T> {
     /// This is the job of PyTorch's `torch.optim.swa_utils.update_bn`. The running
     /// averages that training keeps weigh the last few dozen batches (momentum 0.1), so
     /// they move with every step; these weigh every batch equally. Parameters, momentum
-    /// and `num_batches_tracked` are unchanged, and so is the mode in force before.
-    /// Needs no allocation beyond a copy of the statistics, kept to undo a failed pass.
+    /// and `num_batches_tracked` are unchanged, and so is the mode in force before. The
+    /// BatchNorm layers are copied first, to be put back whole if the pass fails.
     ///
     /// A network without such layers is left as it is, with no pass.
     ///
@@ -777,47 +777,73 @@ impl<T: Real> Network<T> {
                 available: set.len(),
             });
         }
-        // Each tracking layer's index, running statistics, count and momentum before.
-        let mut before = Vec::new();
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            if let Layer::BatchNorm(bn) = layer {
-                let bn = bn.inner_mut();
-                if let (Some(mean), Some(var)) = (bn.running_mean(), bn.running_var()) {
-                    let stats = (mean.to_vec(), var.to_vec(), bn.num_batches_tracked());
-                    before.push((i, stats, bn.config().momentum));
-                    bn.reset_running_stats();
-                    let set = bn.set_momentum(Momentum::Cumulative);
-                    set.map_err(|source| NnError::BatchNorm { layer: i, source })?;
-                }
-            }
-        }
+        // The tracking layers as they are, put back whole if anything fails.
+        let originals: Vec<(usize, BatchNormLayer<T>)> = (self.layers.iter().enumerate())
+            .filter_map(|(i, layer)| match layer {
+                Layer::BatchNorm(bn) if bn.inner().running_mean().is_some() => Some((i, (**bn).clone())),
+                _ => None,
+            })
+            .collect();
         let was_training = self.training;
-        self.set_training(true);
-        let mut pass = Ok(());
-        for k in 0..batches {
-            set.copy_examples(k * batch..(k + 1) * batch, self.input_mut(batch)?);
-            if let Err(e) = self.forward_filled(batch) {
-                pass = Err(e);
-                break;
-            }
-        }
+        let pass = self.population_pass(set, batch, batches, &originals);
         self.set_training(was_training);
         self.backward_ready = false;
-        for (i, (mut mean, mut var, count), momentum) in before {
+        // Each layer as it was, with the statistics of the pass.
+        let kept = pass.and_then(|()| {
+            (originals.iter())
+                .map(|(i, original)| {
+                    let mut kept = original.clone();
+                    let (bn, count) = (self.bn_inner(*i), original.inner().num_batches_tracked());
+                    let (mean, var) = (bn.running_mean().unwrap_or(&[]), bn.running_var().unwrap_or(&[]));
+                    let set = kept.inner_mut().set_running_stats(mean, var, count);
+                    set.map_err(|source| NnError::BatchNorm { layer: *i, source })?;
+                    Ok((*i, kept))
+                })
+                .collect::<Result<Vec<_>, NnError>>()
+        });
+        let (layers, result) = match kept {
+            Ok(kept) => (kept, Ok(())),
+            Err(e) => (originals, Err(e)),
+        };
+        for (i, layer) in layers {
+            self.layers[i] = Layer::BatchNorm(Box::new(layer));
+        }
+        result
+    }
+
+    /// The forward passes of [`estimate_population_stats`](Self::estimate_population_stats),
+    /// on the layers of `tracking` reset to a cumulative average; leaves the network in
+    /// training mode.
+    fn population_pass(
+        &mut self,
+        set: &Dataset,
+        batch: usize,
+        batches: usize,
+        tracking: &[(usize, BatchNormLayer<T>)],
+    ) -> Result<(), NnError> {
+        for &(i, _) in tracking {
             let Layer::BatchNorm(bn) = &mut self.layers[i] else {
-                unreachable!("layer {i} was a BatchNorm layer a moment ago");
+                unreachable!("layer {i} is a BatchNorm layer");
             };
             let bn = bn.inner_mut();
-            if let (Ok(()), Some(m), Some(v)) = (&pass, bn.running_mean(), bn.running_var()) {
-                mean.copy_from_slice(m);
-                var.copy_from_slice(v);
-            }
-            let restore = bn
-                .set_momentum(momentum)
-                .and_then(|()| bn.set_running_stats(&mean, &var, count));
-            restore.map_err(|source| NnError::BatchNorm { layer: i, source })?;
+            bn.reset_running_stats();
+            let set = bn.set_momentum(Momentum::Cumulative);
+            set.map_err(|source| NnError::BatchNorm { layer: i, source })?;
         }
-        pass
+        self.set_training(true);
+        for k in 0..batches {
+            set.copy_examples(k * batch..(k + 1) * batch, self.input_mut(batch)?);
+            self.forward_filled(batch)?;
+        }
+        Ok(())
+    }
+
+    /// The core transform of BatchNorm layer `i`.
+    fn bn_inner(&self, i: usize) -> &crate::bn::BatchNorm<T> {
+        match &self.layers[i] {
+            Layer::BatchNorm(bn) => bn.inner(),
+            _ => unreachable!("layer {i} is a BatchNorm layer"),
+        }
     }
 
     /// Calls `f` on every parameter with its gradient, in `state_dict` order.
