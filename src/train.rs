@@ -478,12 +478,11 @@ impl<T: Real> Trainer<T> {
             )));
         }
         if self.config.eval_stats == EvalStats::Population && self.network.has_running_stats() {
-            let k = self.config.population_batches;
-            if n < b.saturating_mul(k.max(1)) {
+            let k = self.population_batches(n).max(1);
+            if n < b.saturating_mul(k) {
                 return Err(TrainError::DataMismatch(format!(
-                    "population statistics over {} batches of {b} need {} training examples, but the training set has {n} (lower population_batches or evaluate with the running statistics)",
-                    k.max(1),
-                    b.saturating_mul(k.max(1))
+                    "population statistics over {k} batches of {b} need {} training examples, but the training set has {n} (lower population_batches or evaluate with the running statistics)",
+                    b.saturating_mul(k)
                 )));
             }
         }
@@ -493,6 +492,15 @@ impl<T: Real> Trainer<T> {
             )));
         }
         Ok(())
+    }
+
+    /// Mini-batches of the population-statistics pass over `n` training examples:
+    /// `population_batches`, or every whole batch when it is 0.
+    fn population_batches(&self, n: usize) -> usize {
+        match self.config.population_batches {
+            0 => n / self.config.batch_size,
+            k => k,
+        }
     }
 
     /// Fills the network's input and `self.labels` with the batch of the next step.
@@ -535,11 +543,8 @@ impl<T: Real> Trainer<T> {
         train_seconds: f64,
     ) -> Result<Evaluation, TrainError> {
         if self.config.eval_stats == EvalStats::Population {
-            let (b, n) = (self.config.batch_size, data.train.len());
-            let batches = match self.config.population_batches {
-                0 => n / b,
-                k => k,
-            };
+            let batches = self.population_batches(data.train.len());
+            let b = self.config.batch_size;
             self.network.estimate_population_stats(&data.train, b, batches)?;
         }
         let loss = self.config.loss;

@@ -420,11 +420,10 @@ fn evaluation_statistics_change_evaluations_not_training() {
             eval_stats,
             ..config(40, Sampling::Random)
         };
-        let mut evals = Vec::new();
-        let mut watch = Recorder(&mut evals);
+        let mut watch = Counter::default();
         let mut trainer = Trainer::<f32>::new(&spec, cfg).unwrap();
         trainer.run(&data, &mut watch).unwrap();
-        (trainer, evals)
+        (trainer, watch.evals)
     };
     let (mut population, pop_evals) = run(EvalStats::Population);
     let (running, run_evals) = run(EvalStats::Running);
@@ -450,19 +449,6 @@ fn evaluation_statistics_change_evaluations_not_training() {
         .evaluate(&data.test, data.test.len(), batchnorm::nn::LossKind::CrossEntropy)
         .unwrap();
     assert_eq!(again.accuracy, last.test_accuracy);
-}
-
-struct Recorder<'a>(&'a mut Vec<Evaluation>);
-
-impl Observer<f32> for Recorder<'_> {
-    fn on_eval(
-        &mut self,
-        eval: &Evaluation,
-        _network: &Network<f32>,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.0.push(*eval);
-        Ok(())
-    }
 }
 
 #[test]
