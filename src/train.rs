@@ -186,8 +186,17 @@ pub struct Evaluation {
     pub train_accuracy: Option<f64>,
     /// Mean loss on the test set (NaN when it is empty).
     pub test_loss: f64,
-    /// Accuracy on the test set (NaN when it is empty).
+    /// Accuracy on the test set (NaN when it is empty), with the statistics of
+    /// `eval_stats`.
     pub test_accuracy: f64,
+    /// Accuracy on the test set with BN's running averages, as PyTorch's `model.eval()`
+    /// gives it; `None` for a network without BN. With population statistics it is
+    /// measured before the population pass replaces the averages (which then go on from
+    /// the population statistics, so it can differ at the ulp level from a run that
+    /// never computed them).
+    pub test_accuracy_running: Option<f64>,
+    /// The statistics `test_accuracy` was measured with.
+    pub eval_stats: EvalStats,
     /// Seconds spent in training steps so far (evaluations excluded).
     pub train_seconds: f64,
 }
@@ -542,13 +551,20 @@ impl<T: Real> Trainer<T> {
         train_loss: f64,
         train_seconds: f64,
     ) -> Result<Evaluation, TrainError> {
-        if self.config.eval_stats == EvalStats::Population {
+        let loss = self.config.loss;
+        let bn = self.network.has_running_stats();
+        let mut running = None;
+        if self.config.eval_stats == EvalStats::Population && bn {
+            running = Some(self.network.evaluate(&data.test, data.test.len(), loss)?.accuracy);
             let batches = self.population_batches(data.train.len());
             let b = self.config.batch_size;
             self.network.estimate_population_stats(&data.train, b, batches)?;
         }
-        let loss = self.config.loss;
         let test = self.network.evaluate(&data.test, data.test.len(), loss)?;
+        let test_accuracy_running = match self.config.eval_stats {
+            EvalStats::Population => running,
+            EvalStats::Running => bn.then_some(test.accuracy),
+        };
         let k = self.config.train_eval_size.min(data.train.len());
         let train_accuracy = if k > 0 {
             Some(self.network.evaluate(&data.train, k, loss)?.accuracy)
@@ -561,6 +577,8 @@ impl<T: Real> Trainer<T> {
             train_accuracy,
             test_loss: test.loss,
             test_accuracy: test.accuracy,
+            test_accuracy_running,
+            eval_stats: self.config.eval_stats,
             train_seconds,
         })
     }

@@ -51,26 +51,66 @@ fn train_writes_metrics_as_csv_and_json_lines() {
         assert!(out.status.success(), "train failed: {}", stderr(&out));
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
+        let accuracy = |a: Option<f64>| a.is_some_and(|a| (0.0..=1.0).contains(&a));
         if check {
-            assert!(
-                lines[0].contains("step") && lines[0].contains("test_accuracy"),
-                "{text}"
-            );
+            let header: Vec<&str> = lines[0].split(',').collect();
+            let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+            assert_eq!(header.len(), 8, "{text}");
             // Header, then evaluations at steps 0, 20 and 40.
             assert_eq!(lines.len(), 4, "{text}");
+            for row in &lines[1..] {
+                let row: Vec<&str> = row.split(',').collect();
+                assert_eq!(row.len(), header.len(), "{text}");
+                assert!(accuracy(row[col("test_accuracy")].parse().ok()), "{text}");
+                assert!(accuracy(row[col("test_accuracy_running")].parse().ok()), "{text}");
+                assert_eq!(row[col("eval_stats")], "population", "{text}");
+            }
         } else {
             assert_eq!(lines.len(), 3, "{text}");
             for l in lines {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
                 assert!(v["step"].is_u64() && v["train_loss"].is_number() || v["step"] == 0);
-                assert!(
-                    v["test_accuracy"]
-                        .as_f64()
-                        .is_some_and(|a| (0.0..=1.0).contains(&a))
-                );
+                assert!(accuracy(v["test_accuracy"].as_f64()), "{l}");
+                assert!(accuracy(v["test_accuracy_running"].as_f64()), "{l}");
+                assert_eq!(v["eval_stats"], "population", "{l}");
             }
         }
     }
+}
+
+#[test]
+fn resume_refuses_to_append_to_a_csv_file_of_other_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, csv) = (dir.path().join("c.safetensors"), dir.path().join("m.csv"));
+    let (ckpt, csv) = (ckpt.to_str().unwrap(), csv.to_str().unwrap());
+    let common = [
+        "train",
+        "--data",
+        "synthetic:600,100,20,3",
+        "--hidden",
+        "8",
+        "--bn",
+        "before",
+        "--batch-size",
+        "20",
+        "--eval-every",
+        "10",
+        "--quiet",
+        "--metrics",
+        csv,
+    ];
+    let first = batchnorm(&[&common[..], &["--steps", "10", "--checkpoint", ckpt]].concat());
+    assert!(first.status.success(), "{}", stderr(&first));
+    let resume = [&common[..], &["--steps", "20", "--resume", ckpt]].concat();
+    // The file as this version wrote it takes the rows of the continued run.
+    let again = batchnorm(&resume);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(std::fs::read_to_string(csv).unwrap().lines().count(), 1 + 3);
+    // Under an older header it is refused, and left as it was.
+    let old = "step,train_loss,train_accuracy,test_loss,test_accuracy,train_seconds\n0,NaN,,1,0.5,0\n";
+    std::fs::write(csv, old).unwrap();
+    assert_refused(&resume, &[csv, "header", "new file"]);
+    assert_eq!(std::fs::read_to_string(csv).unwrap(), old);
 }
 
 #[test]

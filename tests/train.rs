@@ -427,6 +427,23 @@ fn evaluation_statistics_change_evaluations_not_training() {
     };
     let (mut population, pop_evals) = run(EvalStats::Population);
     let (running, run_evals) = run(EvalStats::Running);
+    // Both runs report the accuracy with the running averages; at the first evaluation no
+    // population pass has replaced them yet, so it is the same in both.
+    for e in &run_evals {
+        assert_eq!(
+            (e.eval_stats, e.test_accuracy_running),
+            (EvalStats::Running, Some(e.test_accuracy))
+        );
+    }
+    assert!(
+        pop_evals
+            .iter()
+            .all(|e| e.eval_stats == EvalStats::Population && e.test_accuracy_running.is_some())
+    );
+    assert_eq!(
+        pop_evals[0].test_accuracy_running,
+        Some(run_evals[0].test_accuracy)
+    );
     assert_eq!(trained_bits(&population), trained_bits(&running));
     let losses = |e: &[Evaluation]| e.iter().map(|e| e.train_loss.to_bits()).collect::<Vec<_>>();
     assert_eq!(losses(&pop_evals), losses(&run_evals));
@@ -465,9 +482,11 @@ fn too_few_examples_for_the_population_statistics_is_a_clear_error() {
     let text = err.to_string();
     assert!(text.contains("19 batches of 16 need 304"), "{text}");
     assert_eq!(trainer.step(), 0);
-    // Without BN there are no statistics to estimate, and the run goes ahead.
+    // Without BN there are no statistics to estimate, and the run goes ahead; there is
+    // no accuracy with running averages either.
     let mut plain = Trainer::<f32>::new(&spec(BnPlacement::None), cfg.clone()).unwrap();
-    plain.run(&data, &mut ()).unwrap();
+    let last = plain.run(&data, &mut ()).unwrap().last_eval.unwrap();
+    assert_eq!(last.test_accuracy_running, None);
     // 18 batches fit.
     let fits = TrainConfig {
         population_batches: 18,

@@ -3,7 +3,7 @@
 
 use std::error::Error;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -193,6 +193,10 @@ fn load_data(source: &str, seed: u64) -> Result<Split, CliError> {
     )?)
 }
 
+/// The columns of a CSV metrics file.
+const CSV_HEADER: &str =
+    "step,train_loss,train_accuracy,test_loss,test_accuracy,test_accuracy_running,eval_stats,train_seconds";
+
 /// Writes evaluations as JSON lines or CSV rows.
 struct Metrics {
     out: BufWriter<File>,
@@ -221,11 +225,20 @@ impl Metrics {
             path: path.into(),
         };
         if csv && empty {
-            writeln!(
-                metrics.out,
-                "step,train_loss,train_accuracy,test_loss,test_accuracy,train_seconds"
-            )
-            .map_err(io)?;
+            writeln!(metrics.out, "{CSV_HEADER}").map_err(io)?;
+        } else if csv {
+            // Rows appended under another header would be read as the wrong columns.
+            let mut first = String::new();
+            BufReader::new(File::open(path).map_err(io)?)
+                .read_line(&mut first)
+                .map_err(io)?;
+            if first.trim_end() != CSV_HEADER {
+                return Err(usage(format!(
+                    "--metrics {}: its header is `{}`, not this version's `{CSV_HEADER}`; name a new file to continue the run",
+                    path.display(),
+                    first.trim_end()
+                )));
+            }
         }
         Ok(metrics)
     }
@@ -235,12 +248,14 @@ impl Metrics {
             let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
             writeln!(
                 self.out,
-                "{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{}",
                 e.step,
                 e.train_loss,
                 opt(e.train_accuracy),
                 e.test_loss,
                 e.test_accuracy,
+                opt(e.test_accuracy_running),
+                e.eval_stats,
                 e.train_seconds
             )?;
         } else {
@@ -249,6 +264,17 @@ impl Metrics {
         }
         // Flushed at every evaluation so a crashed or interrupted run keeps its curve.
         self.out.flush()
+    }
+}
+
+/// ` (population statistics; running averages A)` after a test accuracy measured with
+/// population statistics, empty otherwise.
+fn running_note(eval: &Evaluation) -> String {
+    match (eval.eval_stats, eval.test_accuracy_running) {
+        (EvalStats::Population, Some(running)) => {
+            format!(" (population statistics; running averages {running:.4})")
+        }
+        _ => String::new(),
     }
 }
 
@@ -290,11 +316,12 @@ impl<T: Real> Observer<T> for Report {
         }
         if !self.bar.is_hidden() {
             self.bar.println(format!(
-                "step {:>7}  train loss {:.4}  train acc {}  test acc {:.4}",
+                "step {:>7}  train loss {:.4}  train acc {}  test acc {:.4}{}",
                 eval.step,
                 eval.train_loss,
                 eval.train_accuracy.map_or("-".into(), |a| format!("{a:.4}")),
-                eval.test_accuracy
+                eval.test_accuracy,
+                running_note(eval)
             ));
         }
         Ok(())
@@ -337,9 +364,10 @@ fn train_typed<T: Real>(
     report.bar.finish_and_clear();
     if !args.quiet {
         let acc = summary.last_eval.map_or(f64::NAN, |e| e.test_accuracy);
+        let note = summary.last_eval.as_ref().map_or(String::new(), running_note);
         match summary.outcome {
             Outcome::Completed => eprintln!(
-                "done: {} steps, test accuracy {acc:.4}, {:.0} steps/s",
+                "done: {} steps, test accuracy {acc:.4}{note}, {:.0} steps/s",
                 summary.steps, summary.steps_per_sec
             ),
             Outcome::Diverged { step, loss } => {
