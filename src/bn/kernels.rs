@@ -344,56 +344,117 @@ fn group_rows<T>(data: &[T], first: usize, width: usize, n: usize) -> [&[T]; ROW
     ]
 }
 
-/// The column traversal of [`block_moments`], in panels of `N` columns.
+/// The column traversal of [`block_moments`], in panels of `N` columns: one pass over
+/// the data shifted by the block's first row where [`Float::ONE_PASS_MOMENTS`] allows it
+/// and the shift passes [`shifted_moments`]'s check, else two passes.
 ///
 /// The loops are written out, without closures: a closure that the compiler does not
 /// inline is compiled for the baseline target, not for the SIMD target of the
 /// multiversioned function that calls this one (measured: the second pass ran in SSE2).
 #[inline(always)]
 fn column_moments<T: Float, const N: usize>(block: &[T], width: usize, mean: &mut [f64], m2: &mut [f64]) {
-    let count = block.len() / width;
-    let whole = count - count % ROW_GROUP;
-    let inv = 1.0 / count as f64;
     for cols in panels(width, N) {
         let n = cols.len();
         let (mut mean_p, mut m2_p) = (Panel::<N>::zeros(), Panel::<N>::zeros());
         let (mean_p, m2_p) = (&mut mean_p.0[..n], &mut m2_p.0[..n]);
-        // Every slice of the loops below has length `n`, which lets the compiler drop the
-        // bounds checks and vectorize them.
         let panel = &block[cols.start..];
-        for first in (0..whole).step_by(ROW_GROUP) {
-            let [r0, r1, r2, r3] = group_rows(panel, first, width, n);
-            for j in 0..n {
-                mean_p[j] += (r0[j].to_f64() + r1[j].to_f64()) + (r2[j].to_f64() + r3[j].to_f64());
-            }
-        }
-        for r in whole..count {
-            let r0 = &panel[r * width..][..n];
-            for j in 0..n {
-                mean_p[j] += r0[j].to_f64();
-            }
-        }
-        for m in mean_p.iter_mut() {
-            *m *= inv;
-        }
-        for first in (0..whole).step_by(ROW_GROUP) {
-            let [r0, r1, r2, r3] = group_rows(panel, first, width, n);
-            for j in 0..n {
-                let m = mean_p[j];
-                let (d0, d1) = (r0[j].to_f64() - m, r1[j].to_f64() - m);
-                let (d2, d3) = (r2[j].to_f64() - m, r3[j].to_f64() - m);
-                m2_p[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
-            }
-        }
-        for r in whole..count {
-            let r0 = &panel[r * width..][..n];
-            for j in 0..n {
-                let d = r0[j].to_f64() - mean_p[j];
-                m2_p[j] += d * d;
-            }
+        if !(T::ONE_PASS_MOMENTS && shifted_moments(panel, width, mean_p, m2_p)) {
+            mean_p.fill(0.0);
+            m2_p.fill(0.0);
+            two_pass_moments(panel, width, mean_p, m2_p);
         }
         mean[cols.clone()].copy_from_slice(mean_p);
         m2[cols].copy_from_slice(m2_p);
+    }
+}
+
+/// The largest share of `s2` that the shift's term `s1 * s1 / count` may take in
+/// [`shifted_moments`].
+const SHIFT_MAX_SHARE: f64 = 63.0 / 64.0;
+
+/// One pass over the rows of a panel of `mean.len()` columns, rows `width` apart: sums
+/// of `d = x - k` and `d * d` per column, `k` the column's value in the first row, and
+/// from them `mean = k + s1 / count` and `m2 = s2 - s1 * s1 / count`. Returns false,
+/// leaving `mean` and `m2` meaningless, when some column has `m2 < s2 / 64`, that is a
+/// mean about 8 standard deviations or more from `k`: the subtraction would cancel more
+/// than 6 bits, and the caller goes back to two passes. Otherwise the relative error of
+/// `m2` is at most about `64 * count * 2^-53`, at most `2^-31` for a block's at most
+/// `BLOCK_ELEMS` rows, far below the `2^-24` of an `f32` result.
+#[inline(always)]
+fn shifted_moments<T: Float>(panel: &[T], width: usize, mean: &mut [f64], m2: &mut [f64]) -> bool {
+    let (n, count) = (mean.len(), panel.len().div_ceil(width));
+    let whole = count - count % ROW_GROUP;
+    let first = &panel[..n];
+    let (s1, s2) = (mean, m2);
+    for start in (0..whole).step_by(ROW_GROUP) {
+        let [r0, r1, r2, r3] = group_rows(panel, start, width, n);
+        for j in 0..n {
+            let k = first[j].to_f64();
+            let (d0, d1) = (r0[j].to_f64() - k, r1[j].to_f64() - k);
+            let (d2, d3) = (r2[j].to_f64() - k, r3[j].to_f64() - k);
+            s1[j] += (d0 + d1) + (d2 + d3);
+            s2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+        }
+    }
+    for r in whole..count {
+        let r0 = &panel[r * width..][..n];
+        for j in 0..n {
+            let d = r0[j].to_f64() - first[j].to_f64();
+            s1[j] += d;
+            s2[j] += d * d;
+        }
+    }
+    let inv = 1.0 / count as f64;
+    let mut cancels = false;
+    for j in 0..n {
+        let shift_sq = s1[j] * s1[j] * inv;
+        cancels |= shift_sq > SHIFT_MAX_SHARE * s2[j];
+        s1[j] = first[j].to_f64() + s1[j] * inv;
+        s2[j] -= shift_sq;
+    }
+    !cancels
+}
+
+/// Two passes over the rows of a panel of `mean.len()` columns, rows `width` apart
+/// (`mean` and `m2` start at zero): the means, then the sums of squared deviations
+/// from them, the second pass reading the panel from cache.
+#[inline(always)]
+fn two_pass_moments<T: Float>(panel: &[T], width: usize, mean: &mut [f64], m2: &mut [f64]) {
+    let (n, count) = (mean.len(), panel.len().div_ceil(width));
+    let whole = count - count % ROW_GROUP;
+    let inv = 1.0 / count as f64;
+    // Every slice of the loops below has length `n`, which lets the compiler drop the
+    // bounds checks and vectorize them.
+    for first in (0..whole).step_by(ROW_GROUP) {
+        let [r0, r1, r2, r3] = group_rows(panel, first, width, n);
+        for j in 0..n {
+            mean[j] += (r0[j].to_f64() + r1[j].to_f64()) + (r2[j].to_f64() + r3[j].to_f64());
+        }
+    }
+    for r in whole..count {
+        let r0 = &panel[r * width..][..n];
+        for j in 0..n {
+            mean[j] += r0[j].to_f64();
+        }
+    }
+    for m in mean.iter_mut() {
+        *m *= inv;
+    }
+    for first in (0..whole).step_by(ROW_GROUP) {
+        let [r0, r1, r2, r3] = group_rows(panel, first, width, n);
+        for j in 0..n {
+            let m = mean[j];
+            let (d0, d1) = (r0[j].to_f64() - m, r1[j].to_f64() - m);
+            let (d2, d3) = (r2[j].to_f64() - m, r3[j].to_f64() - m);
+            m2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+        }
+    }
+    for r in whole..count {
+        let r0 = &panel[r * width..][..n];
+        for j in 0..n {
+            let d = r0[j].to_f64() - mean[j];
+            m2[j] += d * d;
+        }
     }
 }
 
@@ -1030,6 +1091,52 @@ fn grad_sums<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A deterministic spread of values in `[-0.5, 0.5)`.
+    fn spread(i: usize) -> f32 {
+        ((i * 7919 + 13) % 1009) as f32 / 1009.0 - 0.5
+    }
+
+    /// The one pass over shifted data gives the two passes' moments to 1e-12 (relative)
+    /// when the shift is near the mean, here 1000 + N(0, 0.3)-like values over 2051 rows
+    /// of a panel narrower than its rows.
+    #[test]
+    fn shifted_moments_agree_with_two_passes() {
+        let (rows, width, n) = (2051, 40, 37);
+        let data: Vec<f32> = (0..rows * width).map(|i| 1000.0 + spread(i)).collect();
+        let [mut mean1, mut m21, mut mean2, mut m22] = [(); 4].map(|_| vec![0.0; n]);
+        assert!(shifted_moments(&data, width, &mut mean1, &mut m21));
+        two_pass_moments(&data, width, &mut mean2, &mut m22);
+        for j in 0..n {
+            assert!(
+                (mean1[j] - mean2[j]).abs() <= 1e-12 * mean2[j].abs(),
+                "column {j}"
+            );
+            assert!(
+                (m21[j] - m22[j]).abs() <= 1e-12 * m22[j],
+                "column {j}: {} vs {}",
+                m21[j],
+                m22[j]
+            );
+        }
+    }
+
+    /// A first row far from the mean (so that the shift's term would be more than 63/64
+    /// of the sum of squares) is refused, and the block's moments are the two passes'
+    /// bit for bit.
+    #[test]
+    fn a_far_shift_falls_back_to_two_passes() {
+        let (rows, width) = (300, 5);
+        let data: Vec<f32> = (0..rows * width)
+            .map(|i| if i == 2 { 1.0e4 } else { spread(i) })
+            .collect();
+        let [mut mean, mut m2] = [(); 2].map(|_| vec![0.0; width]);
+        assert!(!shifted_moments(&data, width, &mut mean, &mut m2));
+        let [mut mean2, mut m22] = [(); 2].map(|_| vec![0.0; width]);
+        two_pass_moments(&data, width, &mut mean2, &mut m22);
+        column_moments::<f32, NARROW_PANEL_COLS>(&data, width, &mut mean, &mut m2);
+        assert_eq!((mean, m2), (mean2, m22));
+    }
 
     /// Streamed and in-place writes of a block give the same bits, for outputs starting
     /// at every offset within a cache line and lengths that end anywhere in one, with the
