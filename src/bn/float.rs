@@ -27,8 +27,8 @@ pub trait Float:
     /// output's scale. False for `f64`, where no such margin exists.
     const FOLD_CENTER: bool;
     /// Whether the column traversal may compute a block's moments in one pass over the
-    /// data shifted by the block's first row, where the shift is within a standard
-    /// deviation of the mean (two passes otherwise). True for `f32`: the one pass's
+    /// data shifted by the block's first row (for narrow rows, and where the shift is
+    /// not far from the mean; two passes otherwise). True for `f32`: the one pass's
     /// error stays near `2^-53` times the number of rows, far below `f32`'s `2^-24`.
     /// False for `f64`, whose results keep the two-pass error.
     const ONE_PASS_MOMENTS: bool;
