@@ -33,9 +33,11 @@
 //!
 //! # Precision
 //! All arithmetic is in `f64`, whatever the storage type: sums of `f32` data accumulate
-//! in `f64`, variances are computed two-pass inside each cache-sized chunk and merged
-//! across chunks with Chan's formula, and `y = (x - mean) * a + b` is evaluated in `f64`
-//! and rounded once. Subtracting the mean in `f64` is what keeps `x = 1e4 + N(0, 1)`
+//! in `f64`, variances are computed two-pass inside each cache-sized chunk (for `f32`
+//! rows of at most 32 columns, one pass over the data shifted by the chunk's first row,
+//! with a check that sends far shifts back to two passes; see [`shifted_moments`]) and
+//! merged across chunks with Chan's formula, and `y = (x - mean) * a + b` is evaluated
+//! in `f64` and rounded once. Subtracting the mean in `f64` is what keeps `x = 1e4 + N(0, 1)`
 //! exact in `f32`, where `x * a + b` evaluated in `f32` cancels.
 
 use std::ops::Range;
