@@ -46,5 +46,11 @@ fn kernels(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, kernels);
+// Without plots: criterion draws its text through plotters, which this crate builds
+// without system fonts (it embeds its own for the lab), and the drawing panics.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = kernels
+}
 criterion_main!(benches);
