@@ -367,8 +367,6 @@ fn column_moments<T: Float, const N: usize>(block: &[T], width: usize, mean: &mu
         let panel = &block[cols.start..];
         let one_pass = T::ONE_PASS_MOMENTS && width <= ONE_PASS_MAX_WIDTH;
         if !(one_pass && shifted_moments(panel, width, mean_p, m2_p)) {
-            mean_p.fill(0.0);
-            m2_p.fill(0.0);
             two_pass_moments(panel, width, mean_p, m2_p);
         }
         mean[cols.clone()].copy_from_slice(mean_p);
@@ -401,6 +399,8 @@ fn shifted_moments<T: Float>(panel: &[T], width: usize, mean: &mut [f64], m2: &m
     let whole = count - count % ROW_GROUP;
     let first = &panel[..n];
     let (s1, s2) = (mean, m2);
+    s1.fill(0.0);
+    s2.fill(0.0);
     for start in (0..whole).step_by(ROW_GROUP) {
         let [r0, r1, r2, r3] = group_rows(panel, start, width, n);
         for j in 0..n {
@@ -430,11 +430,13 @@ fn shifted_moments<T: Float>(panel: &[T], width: usize, mean: &mut [f64], m2: &m
     !cancels
 }
 
-/// Two passes over the rows of a panel of `mean.len()` columns, rows `width` apart
-/// (`mean` and `m2` start at zero): the means, then the sums of squared deviations
-/// from them, the second pass reading the panel from cache.
+/// Two passes over the rows of a panel of `mean.len()` columns, rows `width` apart: the
+/// means, then the sums of squared deviations from them, the second pass reading the
+/// panel from cache. Overwrites `mean` and `m2`.
 #[inline(always)]
 fn two_pass_moments<T: Float>(panel: &[T], width: usize, mean: &mut [f64], m2: &mut [f64]) {
+    mean.fill(0.0);
+    m2.fill(0.0);
     let (n, count) = (mean.len(), panel.len().div_ceil(width));
     let whole = count - count % ROW_GROUP;
     let inv = 1.0 / count as f64;
