@@ -191,9 +191,10 @@ pub struct Evaluation {
     pub test_accuracy: f64,
     /// Accuracy on the test set with BN's running averages, as PyTorch's `model.eval()`
     /// gives it; `None` for a network without BN. With population statistics it is
-    /// measured before the population pass replaces the averages (which then go on from
-    /// the population statistics, so it can differ at the ulp level from a run that
-    /// never computed them).
+    /// measured before the population pass replaces the averages. They then go on from
+    /// the population statistics, which keep a weight of `(1 - momentum)^k` after `k`
+    /// more steps (0.9^k, nothing left after a few hundred), so between close
+    /// evaluations it can differ from a run that never computed them.
     pub test_accuracy_running: Option<f64>,
     /// The statistics `test_accuracy` was measured with.
     pub eval_stats: EvalStats,
