@@ -337,6 +337,15 @@ fn block_moments<T: Float>(block: &[T], g: Geometry, out: &mut [f64]) {
 /// per-column accumulator: a quarter of the loads and stores of accumulators in L1.
 const ROW_GROUP: usize = 4;
 
+/// The longest rows (in bytes) whose two-pass moments go [`ROW_GROUP`] rows at a time
+/// when a panel spans the whole row; longer ones go a row at a time. Measured on two
+/// threads, train forward over a copy, grouped against a row at a time: 32x64x56x56
+/// channels-last (256-byte rows) 1.31 against 1.52; 64x128x28x28 (512 bytes) 1.48
+/// against 1.31; 128x256x14x14 (1 KB) 1.45 against 1.31; 4096x1024 (4 KB) 1.57 against
+/// 1.37. Rows spread over several panels (256x4096) stay grouped: a row at a time, each
+/// panel's sweep skips half of every row, and train forward took 1.95 against 1.43.
+const GROUPED_ROW_MAX_BYTES: usize = 256;
+
 /// The first `n` values of rows `first..first + ROW_GROUP` of `data`, rows `width` apart.
 /// A function, not a closure, so that it is always inlined into the SIMD target of its
 /// caller (see [`column_moments`]).
@@ -438,7 +447,8 @@ fn two_pass_moments<T: Float>(panel: &[T], width: usize, mean: &mut [f64], m2: &
     mean.fill(0.0);
     m2.fill(0.0);
     let (n, count) = (mean.len(), panel.len().div_ceil(width));
-    let whole = count - count % ROW_GROUP;
+    let grouped = n < width || width * std::mem::size_of::<T>() <= GROUPED_ROW_MAX_BYTES;
+    let whole = if grouped { count - count % ROW_GROUP } else { 0 };
     let inv = 1.0 / count as f64;
     // Every slice of the loops below has length `n`, which lets the compiler drop the
     // bounds checks and vectorize them.
@@ -516,10 +526,11 @@ fn block_grad_sums<T: Float>(x: &[T], dy: &[T], g: Geometry, center: &[f64], out
 }
 
 /// The column traversal of [`block_grad_sums`], in panels of `N` columns. Rows wider than
-/// [`NARROW_PANEL_COLS`] are added [`ROW_GROUP`] at a time before they meet the
-/// accumulators (256x4096 forward + backward: 20 % faster); narrower ones one at a time
-/// (on 32x64x56x56 channels-last, grouping measured no faster). Written out, without
-/// closures, as [`column_moments`] is.
+/// a panel are added [`ROW_GROUP`] at a time before they meet the accumulators (256x4096
+/// forward + backward: 20 % faster); rows within one panel one at a time (on
+/// 32x64x56x56 channels-last, grouping measured no faster, and on 4096x1024 slower:
+/// forward + backward 3.76 times a copy grouped, 3.35 not, medians of 8 runs). Written
+/// out, without closures, as [`column_moments`] is.
 #[inline(always)]
 fn column_grad_sums<T: Float, const N: usize>(
     x: &[T],
@@ -530,11 +541,7 @@ fn column_grad_sums<T: Float, const N: usize>(
     sdyxc: &mut [f64],
 ) {
     let count = x.len() / width;
-    let whole = if width > NARROW_PANEL_COLS {
-        count - count % ROW_GROUP
-    } else {
-        0
-    };
+    let whole = if width > N { count - count % ROW_GROUP } else { 0 };
     for cols in panels(width, N) {
         let n = cols.len();
         let [mut a_p, mut b_p, mut center_p] = [(); 3].map(|_| Panel::<N>::zeros());
