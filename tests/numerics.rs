@@ -266,6 +266,9 @@ fn f32_column_traversal_stays_within_an_ulp() {
         // Rows of at most 32 columns, whose moments are taken in one pass per block, over
         // two blocks (8192 rows and 808).
         (vec![9000, 16], Layout::ChannelsFirst, 1e4),
+        // An output of 16 MB and more with rows of 2048 columns and more, streamed four
+        // rows at a time (the last block ends with a single row).
+        (vec![1025, 4096], Layout::ChannelsFirst, 1e3),
         // Past the bound: one channel's mean is 1e7 standard deviations from zero.
         (vec![300, 37], Layout::ChannelsFirst, 1e7),
         (vec![4, 9, 6, 13], Layout::ChannelsLast, 1e7),
