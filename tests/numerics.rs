@@ -206,6 +206,9 @@ fn fast_kernels_match_plain_reference() {
         // after the last group of four.
         (vec![7, 300], Layout::ChannelsFirst),
         (vec![3, 2, 3, 261], Layout::ChannelsLast),
+        // Rows wider than one reduction panel (1024 columns): two panels, the second
+        // partial.
+        (vec![6, 1500], Layout::ChannelsFirst),
         // Outputs of 16 MB and more, written with streaming stores.
         (vec![3, 5, 381, 383], Layout::ChannelsFirst),
         (vec![2, 263, 271, 15], Layout::ChannelsLast),

@@ -69,14 +69,25 @@ const SEGMENT_MIN: usize = 32;
 const SEGMENT_PIECE: usize = 512;
 /// Independent accumulators per sum, to hide the latency of the adds.
 const LANES: usize = 16;
-/// Columns per panel of the reductions of the column traversal, whose per-column f64
-/// accumulators (two or three of 8 KB) then stay in L1. Element-wise passes run along
-/// whole rows: a narrower sweep of rows that are read from memory defeats the
-/// prefetchers. Measured against panels of 2048 columns (two threads, medians of 4
-/// alternating rounds, ratio to a copy): 8192x2048 forward + backward 4.94 against 5.63,
-/// 2048x4096 4.37 against 4.56, 256x4096 within the noise (train forward 1.36 against
-/// 1.41, forward + backward 2.83 against 2.77).
+/// Columns per panel of the reductions of the column traversal for rows wider than
+/// [`ONE_PANEL_MAX_COLS`], whose per-column f64 accumulators (two or three of 8 KB) then
+/// stay in L1. Element-wise passes run along whole rows: a narrower sweep of rows that
+/// are read from memory defeats the prefetchers. Measured against panels of 2048
+/// columns (two threads, medians of 4 to 8 alternating rounds, ratio to a copy):
+/// 8192x2048 forward + backward 4.75 to 4.94 against 5.55 to 5.63, 2048x4096 4.37
+/// against 4.56, 256x4096 within the noise (train forward 1.36 against 1.41, forward +
+/// backward 2.83 against 2.77).
 const PANEL_COLS: usize = 1024;
+/// The widest rows of the column traversal whose reductions run with accumulators sized
+/// for [`WIDE_PANEL_COLS`] columns. For rows of 1024 columns these compiled kernels were
+/// measured faster than those for [`PANEL_COLS`], with the same single panel per row
+/// (4096x1024 forward + backward 3.10 to 3.22 times a copy against 3.44 to 3.46, medians
+/// of 6 to 8 alternating rounds), and for rows of 2048 columns slower (8192x2048: 5.44
+/// against 4.75, with two panels of 1024 either way). The cause is not known: the loops
+/// are the same and differ only in the size of their stack buffers.
+const ONE_PANEL_MAX_COLS: usize = 1024;
+/// The panel capacity of the reductions for rows of at most [`ONE_PANEL_MAX_COLS`].
+const WIDE_PANEL_COLS: usize = 2048;
 /// Panel width of the reductions for rows at most this wide, and the widest rows whose
 /// coefficients the element-wise passes copy into aligned buffers: these buffers are
 /// set up on every block, which should not cost a small tensor more than its data.
@@ -343,6 +354,8 @@ fn block_moments<T: Float>(block: &[T], g: Geometry, out: &mut [f64]) {
         *count = rows as f64;
         if width <= NARROW_PANEL_COLS {
             column_moments::<T, NARROW_PANEL_COLS>(block, width, mean, m2);
+        } else if width <= ONE_PANEL_MAX_COLS {
+            column_moments::<T, WIDE_PANEL_COLS>(block, width, mean, m2);
         } else {
             column_moments::<T, PANEL_COLS>(block, width, mean, m2);
         }
@@ -540,6 +553,8 @@ fn block_grad_sums<T: Float>(x: &[T], dy: &[T], g: Geometry, center: &[f64], out
     } else {
         if width <= NARROW_PANEL_COLS {
             column_grad_sums::<T, NARROW_PANEL_COLS>(x, dy, width, center, sdy, sdyxc);
+        } else if width <= ONE_PANEL_MAX_COLS {
+            column_grad_sums::<T, WIDE_PANEL_COLS>(x, dy, width, center, sdy, sdyxc);
         } else {
             column_grad_sums::<T, PANEL_COLS>(x, dy, width, center, sdy, sdyxc);
         }
