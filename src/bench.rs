@@ -45,6 +45,21 @@ pub enum BenchError {
     /// A shape string could not be parsed.
     #[error("bad shape {0:?}: expected dimensions like 32x64x56x56 (N, C, spatial..), at least 2, all > 0")]
     BadShape(String),
+    /// The buffers of a shape's benchmark would not fit in memory.
+    #[error(
+        "shape {shape}: the benchmark needs {needed_gib:.1} GiB of buffers, more than the {available_gib:.1} GiB of memory available"
+    )]
+    TooLarge {
+        /// The shape, as `NxCxHxW`.
+        shape: String,
+        /// GiB the buffers need.
+        needed_gib: f64,
+        /// GiB available (`MemAvailable`, or the address space when unknown).
+        available_gib: f64,
+    },
+    /// A shape has more elements than memory can address.
+    #[error("shape {0}: more elements than memory can address")]
+    Overflow(String),
     /// The thread pool could not be built.
     #[error("cannot start {threads} threads: {message}")]
     Threads {
@@ -126,6 +141,54 @@ pub fn parse_shape(s: &str) -> Result<Vec<usize>, BenchError> {
     }
 }
 
+/// Bytes of the buffers [`bench_shape`] allocates for a tensor of `len` elements of
+/// `elem` bytes (the rotated inputs and outputs, `dy` and `dx`), `None` on overflow.
+fn buffer_bytes(len: usize, elem: usize) -> Option<usize> {
+    let bytes = len.checked_mul(elem)?;
+    let copies = rotated_copies(bytes);
+    bytes.checked_mul(2 * copies + 2)
+}
+
+/// Copies of the input and output that [`bench_shape`] rotates among.
+fn rotated_copies(bytes: usize) -> usize {
+    (ROTATE_BYTES / bytes.max(1)).clamp(1, 64)
+}
+
+/// Memory available to new allocations (`MemAvailable` of `/proc/meminfo`), if known.
+fn available_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Refuses a shape whose benchmark buffers (the rotated inputs and outputs, `dy` and `dx`)
+/// would not fit in the memory available, before any is allocated: an allocation that
+/// fails aborts the process, and one that the kernel overcommits ends in the OOM killer.
+///
+/// # Errors
+/// [`BenchError::Overflow`] when the element count overflows, [`BenchError::TooLarge`]
+/// when the buffers need more than `MemAvailable` (when `/proc/meminfo` is readable).
+pub fn check_shape<T: Float>(shape: &[usize]) -> Result<(), BenchError> {
+    let name = shape_name(shape);
+    let elem = std::mem::size_of::<T>();
+    let needed = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .and_then(|len| buffer_bytes(len, elem))
+        .ok_or_else(|| BenchError::Overflow(name.clone()))?;
+    let available = available_memory().unwrap_or(isize::MAX as usize);
+    if needed > available {
+        let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+        return Err(BenchError::TooLarge {
+            shape: name,
+            needed_gib: gib(needed),
+            available_gib: gib(available),
+        });
+    }
+    Ok(())
+}
+
 /// Formats `[32, 64, 56, 56]` as `32x64x56x56`.
 pub fn shape_name(shape: &[usize]) -> String {
     shape
@@ -190,7 +253,7 @@ fn time_against_copy(
 /// `shape` is in N, C, spatial order whatever the layout.
 ///
 /// # Errors
-/// [`BenchError::Shape`] when the BatchNorm refuses the shape.
+/// [`BenchError::Shape`] when the BatchNorm refuses the shape; those of [`check_shape`].
 pub fn bench_shape<T: Float>(
     shape: &[usize],
     layout: Layout,
@@ -203,6 +266,7 @@ pub fn bench_shape<T: Float>(
         source,
     };
     let c = shape[1];
+    check_shape::<T>(shape)?;
     let len: usize = shape.iter().product();
     let mem_shape: Vec<usize> = match layout {
         Layout::ChannelsFirst => shape.to_vec(),
@@ -214,7 +278,7 @@ pub fn bench_shape<T: Float>(
         }
     };
     let bytes = len * std::mem::size_of::<T>();
-    let copies = (ROTATE_BYTES / bytes.max(1)).clamp(1, 64);
+    let copies = rotated_copies(bytes);
     let inputs: Vec<Vec<T>> = (0..copies)
         .map(|k| {
             (0..len)

@@ -161,6 +161,40 @@ fn train_on_a_damaged_data_folder_names_the_file() {
     assert_refused(&["train", "--data", dir.path().to_str().unwrap()], &["ubyte"]);
 }
 
+/// Shapes whose buffers cannot fit are refused before anything runs (they used to abort
+/// the process in the allocator), and a JSON file of earlier rows is left as it was.
+#[test]
+fn bench_refuses_shapes_too_large_for_memory() {
+    // 4 TB per tensor, four tensors.
+    assert_refused(
+        &["bench", "--shape", "4x4", "--shape", "1000000x1000000"],
+        &["1000000x1000000", "GiB", "available"],
+    );
+    assert_refused(
+        &["bench", "--shape", "99999999999x99999999999x9999999999"],
+        &["more elements than memory can address"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("rows.jsonl");
+    std::fs::write(&kept, "earlier rows\n").unwrap();
+    let kept_arg = kept.to_str().unwrap();
+    assert_refused(
+        &["bench", "--shape", "1000000x1000000", "--json", kept_arg],
+        &["GiB"],
+    );
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "earlier rows\n");
+    // A JSON path that cannot be written fails before the benchmark runs: no table.
+    let missing = dir.path().join("no_such_dir").join("rows.jsonl");
+    let missing = missing.to_str().unwrap();
+    let args = ["bench", "--shape", "4x4", "--budget-ms", "1", "--json", missing];
+    assert_refused(&args, &["no_such_dir"]);
+    let out = batchnorm(&args);
+    assert!(
+        out.stdout.is_empty(),
+        "the benchmark ran before the path was checked"
+    );
+}
+
 #[test]
 fn bench_refuses_bad_shapes_and_runs_a_small_one() {
     assert_refused(&["bench", "--shape", "0x3"], &["0x3"]);

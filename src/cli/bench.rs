@@ -57,6 +57,62 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
             .map(|s| bench::parse_shape(s))
             .collect::<Result<_, _>>()?
     };
+    // Every shape is checked before any is run.
+    for shape in &shapes {
+        match args.dtype {
+            DtypeArg::F32 => bench::check_shape::<f32>(shape)?,
+            DtypeArg::F64 => bench::check_shape::<f64>(shape)?,
+        }
+    }
+    // The JSON file is opened before the run, so that a bad path fails at once rather
+    // than after the benchmark; an existing file is left as it is until the rows are in.
+    let json_file = match &args.json {
+        Some(path) if path.as_os_str() != "-" => {
+            let existed = path.exists();
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .map_err(|e| CliError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+            Some((path.clone(), existed))
+        }
+        _ => None,
+    };
+    let result = run_rows(&args, &shapes);
+    if let (Err(_), Some((path, false))) = (&result, &json_file) {
+        // Nothing to keep of a file this run created.
+        let _ = std::fs::remove_file(path);
+    }
+    let rows = result?;
+    print!("{}", bench::table(&rows));
+    if let Some(path) = args.json {
+        let mut text = String::new();
+        for r in &rows {
+            text.push_str(&serde_json::to_string(r).expect("rows serialize"));
+            text.push('\n');
+        }
+        if path.as_os_str() == "-" {
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|e| CliError::Io {
+                    path: "-".into(),
+                    source: e,
+                })?;
+        } else {
+            std::fs::write(&path, text).map_err(|e| CliError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs every shape and layout of the benchmark, with progress on standard error.
+fn run_rows(args: &BenchArgs, shapes: &[Vec<usize>]) -> Result<Vec<bench::Row>, CliError> {
     let layouts: &[Layout] = match args.layout {
         LayoutArg::ChannelsFirst => &[Layout::ChannelsFirst],
         LayoutArg::ChannelsLast => &[Layout::ChannelsLast],
@@ -65,9 +121,9 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     let budget = Duration::from_millis(args.budget_ms);
     // On a terminal the progress line is rewritten in place; in a log, one line per item.
     let terminal = std::io::stderr().is_terminal();
-    let rows = bench::with_threads(args.threads, || -> Result<Vec<bench::Row>, CliError> {
+    bench::with_threads(args.threads, || -> Result<Vec<bench::Row>, CliError> {
         let mut rows = Vec::new();
-        for shape in &shapes {
+        for shape in shapes {
             for &layout in layouts {
                 // [N, C] is the same tensor in both layouts.
                 if shape.len() == 2 && layout == Layout::ChannelsLast && layouts.len() == 2 {
@@ -93,27 +149,5 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
             eprint!("\r{:60}\r", "");
         }
         Ok(rows)
-    })??;
-    print!("{}", bench::table(&rows));
-    if let Some(path) = args.json {
-        let mut text = String::new();
-        for r in &rows {
-            text.push_str(&serde_json::to_string(r).expect("rows serialize"));
-            text.push('\n');
-        }
-        if path.as_os_str() == "-" {
-            std::io::stdout()
-                .write_all(text.as_bytes())
-                .map_err(|e| CliError::Io {
-                    path: "-".into(),
-                    source: e,
-                })?;
-        } else {
-            std::fs::write(&path, text).map_err(|e| CliError::Io {
-                path: path.display().to_string(),
-                source: e,
-            })?;
-        }
-    }
-    Ok(())
+    })?
 }
