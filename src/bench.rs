@@ -154,14 +154,6 @@ fn rotated_copies(bytes: usize) -> usize {
     (ROTATE_BYTES / bytes.max(1)).clamp(1, 64)
 }
 
-/// Memory available to new allocations (`MemAvailable` of `/proc/meminfo`), if known.
-fn available_memory() -> Option<usize> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
-}
-
 /// Refuses a shape whose benchmark buffers (the rotated inputs and outputs, `dy` and `dx`)
 /// would not fit in the memory available, before any is allocated: an allocation that
 /// fails aborts the process, and one that the kernel overcommits ends in the OOM killer.
@@ -177,13 +169,12 @@ pub fn check_shape<T: Float>(shape: &[usize]) -> Result<(), BenchError> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .and_then(|len| buffer_bytes(len, elem))
         .ok_or_else(|| BenchError::Overflow(name.clone()))?;
-    let available = available_memory().unwrap_or(isize::MAX as usize);
+    let available = crate::memory::available();
     if needed > available {
-        let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
         return Err(BenchError::TooLarge {
             shape: name,
-            needed_gib: gib(needed),
-            available_gib: gib(available),
+            needed_gib: crate::memory::gib(needed),
+            available_gib: crate::memory::gib(available),
         });
     }
     Ok(())

@@ -7,5 +7,6 @@ pub mod bench;
 pub mod bn;
 pub mod data;
 pub mod lab;
+mod memory;
 pub mod nn;
 pub mod train;

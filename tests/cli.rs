@@ -161,6 +161,43 @@ fn train_on_a_damaged_data_folder_names_the_file() {
     assert_refused(&["train", "--data", dir.path().to_str().unwrap()], &["ubyte"]);
 }
 
+/// Layer widths and batch sizes whose buffers cannot fit are refused with a clear error
+/// (they used to abort the process in the allocator).
+#[test]
+fn train_refuses_networks_too_large_for_memory() {
+    let data = "synthetic:600,100,20,3";
+    assert_refused(
+        &["train", "--data", data, "--hidden", "1000000000", "--steps", "2"],
+        &["GiB", "available"],
+    );
+    assert_refused(
+        &[
+            "train",
+            "--data",
+            data,
+            "--hidden",
+            "16",
+            "--batch-size",
+            "100000000000",
+            "--steps",
+            "2",
+        ],
+        &["100000000000", "available"],
+    );
+    assert_refused(
+        &[
+            "train",
+            "--data",
+            data,
+            "--hidden",
+            "18446744073709551615",
+            "--steps",
+            "2",
+        ],
+        &["more memory than can be addressed"],
+    );
+}
+
 /// Shapes whose buffers cannot fit are refused before anything runs (they used to abort
 /// the process in the allocator), and a JSON file of earlier rows is left as it was.
 #[test]

@@ -137,6 +137,16 @@ pub enum NnError {
         /// The accepted forms.
         expected: &'static str,
     },
+    /// The network's buffers would not fit in memory.
+    #[error("the network needs {} for its weights and buffers for batches of {capacity}, more than the {available_gib:.1} GiB of memory available", gib_text(*.needed_gib))]
+    TooLarge {
+        /// GiB needed (infinite when the sizes overflow).
+        needed_gib: f64,
+        /// The batch capacity asked for.
+        capacity: usize,
+        /// GiB available.
+        available_gib: f64,
+    },
     /// A batch is larger than the buffers the network was built for.
     #[error("batch of {batch} examples exceeds the network's capacity of {capacity}")]
     BatchTooLarge {
@@ -189,4 +199,13 @@ pub enum NnError {
         /// The transform's error.
         source: BnError,
     },
+}
+
+/// `about 3.2 GiB`, or what an infinite (overflowed) size means.
+fn gib_text(gib: f64) -> String {
+    if gib.is_finite() {
+        format!("about {gib:.1} GiB")
+    } else {
+        "more memory than can be addressed".into()
+    }
 }

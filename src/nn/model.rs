@@ -193,6 +193,38 @@ impl NetworkSpec {
     }
 }
 
+/// Refuses a network whose buffers would not fit in the memory available, before any is
+/// allocated. The estimate counts each weight four times (the weights, their gradient,
+/// the momentum, the initialization's draw) and each activation twice per layer of
+/// a hidden width (values and gradients of the `Linear`, BN and activation outputs).
+fn check_memory<T: Real>(spec: &NetworkSpec, capacity: usize) -> Result<(), NnError> {
+    let widths: Vec<usize> = std::iter::once(spec.inputs)
+        .chain(spec.hidden.iter().copied())
+        .chain(std::iter::once(spec.classes))
+        .collect();
+    let weights = widths
+        .windows(2)
+        .try_fold(0usize, |acc, w| acc.checked_add(w[0].checked_mul(w[1])?));
+    let per_example = widths
+        .iter()
+        .try_fold(0usize, |acc, &w| acc.checked_add(w.checked_mul(3)?));
+    let values = weights.zip(per_example).and_then(|(weights, per_example)| {
+        weights
+            .checked_mul(4)?
+            .checked_add(per_example.checked_mul(capacity)?.checked_mul(2)?)
+    });
+    let needed = values.and_then(|v| v.checked_mul(std::mem::size_of::<T>()));
+    let available = crate::memory::available();
+    match needed {
+        Some(n) if n <= available => Ok(()),
+        _ => Err(NnError::TooLarge {
+            needed_gib: needed.map_or(f64::INFINITY, crate::memory::gib),
+            capacity,
+            available_gib: crate::memory::gib(available),
+        }),
+    }
+}
+
 /// One layer of a [`Network`].
 #[derive(Clone, Debug)]
 pub enum Layer<T: Real> {
@@ -353,6 +385,7 @@ impl<T: Real> Network<T> {
                 what: "the batch capacity".into(),
             });
         }
+        check_memory::<T>(spec, capacity)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(INIT_STREAM);
         let mut layers = Vec::new();
