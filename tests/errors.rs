@@ -157,6 +157,14 @@ fn invalid_config() {
         BatchNorm::<f32>::new(BatchNormConfig::new(0)).unwrap_err(),
         BnError::ZeroFeatures
     );
+    // Channels whose buffers cannot fit are refused (they aborted in the allocator).
+    for c in [usize::MAX, usize::MAX / 64, 1 << 50] {
+        let err = BatchNorm::<f32>::new(BatchNormConfig::new(c)).unwrap_err();
+        assert!(
+            matches!(err, BnError::TooManyFeatures { num_features, .. } if num_features == c),
+            "{c}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -9,6 +9,18 @@ pub enum BnError {
     /// `num_features` was zero.
     #[error("num_features must be at least 1, got 0")]
     ZeroFeatures,
+    /// The per-channel buffers of `num_features` channels would not fit in memory.
+    #[error(
+        "num_features = {num_features} needs {needed_gib:.1} GiB of per-channel buffers, more than the {available_gib:.1} GiB of memory available"
+    )]
+    TooManyFeatures {
+        /// The channels asked for.
+        num_features: usize,
+        /// GiB needed (infinite when the size overflows).
+        needed_gib: f64,
+        /// GiB available.
+        available_gib: f64,
+    },
     /// `eps` was zero, negative, NaN or infinite.
     #[error("eps must be finite and positive, got {0}")]
     InvalidEps(f64),

@@ -213,10 +213,23 @@ impl<T: Float> BatchNorm<T> {
     ///
     /// # Errors
     /// [`BnError::ZeroFeatures`], [`BnError::InvalidEps`] or [`BnError::InvalidMomentum`]
-    /// when the configuration is invalid.
+    /// when the configuration is invalid; [`BnError::TooManyFeatures`] when the
+    /// per-channel buffers would not fit in the memory available.
     pub fn new(config: BatchNormConfig) -> Result<Self, BnError> {
         config.validate()?;
         let c = config.num_features;
+        // Six vectors of `T` (parameters, their gradients, running statistics) and about
+        // eight of `f64` (saved statistics and scratch) per channel.
+        let per_channel = 6 * std::mem::size_of::<T>() + 8 * std::mem::size_of::<f64>();
+        let needed = c.checked_mul(per_channel);
+        let available = crate::memory::available();
+        if needed.is_none_or(|n| n > available) {
+            return Err(BnError::TooManyFeatures {
+                num_features: c,
+                needed_gib: needed.map_or(f64::INFINITY, crate::memory::gib),
+                available_gib: crate::memory::gib(available),
+            });
+        }
         let (params, stats) = (
             if config.affine { c } else { 0 },
             if config.track_running_stats { c } else { 0 },
