@@ -162,6 +162,8 @@ fn results_do_not_depend_on_thread_count() {
         // Large enough (16 MB and more) for the outputs to be written with streaming stores.
         (vec![4, 33, 181, 181], Layout::ChannelsFirst),
         (vec![3, 181, 181, 45], Layout::ChannelsLast),
+        // Rows of 4096 columns: reductions in four panels, streamed four rows at a time.
+        (vec![1030, 4096], Layout::ChannelsFirst),
     ] {
         let len: usize = shape.iter().product();
         let x: Vec<f32> = rng.normals(len).iter().map(|&v| (5.0 + 2.0 * v) as f32).collect();
