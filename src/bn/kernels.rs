@@ -326,9 +326,10 @@ fn sum_dy_dyxc<T: Float>(x: &[T], dy: &[T], center: f64) -> (f64, f64) {
 }
 
 /// Moments of one block of rows, per reduction column: writes `count, mean[j], m2[j]`
-/// into `out` (`1 + 2 * columns` values). Segmented: two-pass per piece of a segment
-/// (at most [`SEGMENT_PIECE`] values), merged over the segment and the block's rows; otherwise two-pass per column over the block's rows, one panel at
-/// a time (the second pass reads the panel from cache).
+/// into `out` (`1 + 2 * columns` values). Segmented: two-pass per piece of a segment (at
+/// most [`SEGMENT_PIECE`] values), merged over the segment and the block's rows;
+/// otherwise two-pass per column over the block's rows, one panel at a time (the second
+/// pass reads the panel from cache).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx512bw+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 fn block_moments<T: Float>(block: &[T], g: Geometry, out: &mut [f64]) {
     let width = g.columns();
