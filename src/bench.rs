@@ -169,15 +169,11 @@ pub fn check_shape<T: Float>(shape: &[usize]) -> Result<(), BenchError> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .and_then(|len| buffer_bytes(len, elem))
         .ok_or_else(|| BenchError::Overflow(name.clone()))?;
-    let available = crate::memory::available();
-    if needed > available {
-        return Err(BenchError::TooLarge {
-            shape: name,
-            needed_gib: crate::memory::gib(needed),
-            available_gib: crate::memory::gib(available),
-        });
-    }
-    Ok(())
+    crate::memory::check(Some(needed)).map_err(|short| BenchError::TooLarge {
+        shape: name,
+        needed_gib: short.needed_gib,
+        available_gib: short.available_gib,
+    })
 }
 
 /// Formats `[32, 64, 56, 56]` as `32x64x56x56`.

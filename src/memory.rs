@@ -6,9 +6,30 @@
 /// Bytes in a GiB, for messages.
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// Needed and available memory, in GiB, of a request that does not fit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shortfall {
+    /// GiB needed: infinite when the size overflows.
+    pub needed_gib: f64,
+    /// GiB available.
+    pub available_gib: f64,
+}
+
+/// Whether `needed` bytes (`None`: a size that overflows) fit in the memory available.
+pub(crate) fn check(needed: Option<usize>) -> Result<(), Shortfall> {
+    let available = available();
+    match needed {
+        Some(n) if n <= available => Ok(()),
+        _ => Err(Shortfall {
+            needed_gib: needed.map_or(f64::INFINITY, gib),
+            available_gib: gib(available),
+        }),
+    }
+}
+
 /// Memory available to new allocations: `MemAvailable` of `/proc/meminfo`, or the
 /// largest size an allocation may have when that is unknown.
-pub(crate) fn available() -> usize {
+fn available() -> usize {
     read_available().unwrap_or(isize::MAX as usize)
 }
 
@@ -20,6 +41,15 @@ fn read_available() -> Option<usize> {
 }
 
 /// `bytes` in GiB.
-pub(crate) fn gib(bytes: usize) -> f64 {
+fn gib(bytes: usize) -> f64 {
     bytes as f64 / GIB
+}
+
+/// `about 3.2 GiB` for a finite size in GiB, or what an infinite (overflowed) one means.
+pub(crate) fn gib_text(gib: f64) -> String {
+    if gib.is_finite() {
+        format!("about {gib:.1} GiB")
+    } else {
+        "more memory than can be addressed".into()
+    }
 }

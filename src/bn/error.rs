@@ -11,7 +11,8 @@ pub enum BnError {
     ZeroFeatures,
     /// The per-channel buffers of `num_features` channels would not fit in memory.
     #[error(
-        "num_features = {num_features} needs {needed_gib:.1} GiB of per-channel buffers, more than the {available_gib:.1} GiB of memory available"
+        "num_features = {num_features} needs {} of per-channel buffers, more than the {available_gib:.1} GiB of memory available",
+        crate::memory::gib_text(*.needed_gib)
     )]
     TooManyFeatures {
         /// The channels asked for.

@@ -221,15 +221,11 @@ impl<T: Float> BatchNorm<T> {
         // Six vectors of `T` (parameters, their gradients, running statistics) and about
         // eight of `f64` (saved statistics and scratch) per channel.
         let per_channel = 6 * std::mem::size_of::<T>() + 8 * std::mem::size_of::<f64>();
-        let needed = c.checked_mul(per_channel);
-        let available = crate::memory::available();
-        if needed.is_none_or(|n| n > available) {
-            return Err(BnError::TooManyFeatures {
-                num_features: c,
-                needed_gib: needed.map_or(f64::INFINITY, crate::memory::gib),
-                available_gib: crate::memory::gib(available),
-            });
-        }
+        crate::memory::check(c.checked_mul(per_channel)).map_err(|short| BnError::TooManyFeatures {
+            num_features: c,
+            needed_gib: short.needed_gib,
+            available_gib: short.available_gib,
+        })?;
         let (params, stats) = (
             if config.affine { c } else { 0 },
             if config.track_running_stats { c } else { 0 },

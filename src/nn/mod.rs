@@ -138,7 +138,7 @@ pub enum NnError {
         expected: &'static str,
     },
     /// The network's buffers would not fit in memory.
-    #[error("the network needs {} for its weights and buffers for batches of {capacity}, more than the {available_gib:.1} GiB of memory available", gib_text(*.needed_gib))]
+    #[error("the network needs {} for its weights and buffers for batches of {capacity}, more than the {available_gib:.1} GiB of memory available", crate::memory::gib_text(*.needed_gib))]
     TooLarge {
         /// GiB needed (infinite when the sizes overflow).
         needed_gib: f64,
@@ -199,13 +199,4 @@ pub enum NnError {
         /// The transform's error.
         source: BnError,
     },
-}
-
-/// `about 3.2 GiB`, or what an infinite (overflowed) size means.
-fn gib_text(gib: f64) -> String {
-    if gib.is_finite() {
-        format!("about {gib:.1} GiB")
-    } else {
-        "more memory than can be addressed".into()
-    }
 }

@@ -214,15 +214,11 @@ fn check_memory<T: Real>(spec: &NetworkSpec, capacity: usize) -> Result<(), NnEr
             .checked_add(per_example.checked_mul(capacity)?.checked_mul(2)?)
     });
     let needed = values.and_then(|v| v.checked_mul(std::mem::size_of::<T>()));
-    let available = crate::memory::available();
-    match needed {
-        Some(n) if n <= available => Ok(()),
-        _ => Err(NnError::TooLarge {
-            needed_gib: needed.map_or(f64::INFINITY, crate::memory::gib),
-            capacity,
-            available_gib: crate::memory::gib(available),
-        }),
-    }
+    crate::memory::check(needed).map_err(|short| NnError::TooLarge {
+        needed_gib: short.needed_gib,
+        capacity,
+        available_gib: short.available_gib,
+    })
 }
 
 /// One layer of a [`Network`].
